@@ -1,0 +1,13 @@
+//! installer: kubeasz-style Kubernetes network installs (flannel first) without Ansible.
+//!
+//! See `docs/architecture.md` for how the modules fit together.
+
+pub mod artifact;
+pub mod cli;
+pub mod cluster;
+pub mod inventory;
+pub mod lab;
+pub mod render;
+pub mod role;
+pub mod template;
+pub mod vars;
