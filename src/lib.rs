@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod inventory;
 pub mod lab;
+pub mod network;
 pub mod render;
 pub mod role;
 pub mod template;

@@ -1,0 +1,3 @@
+//! Network plugins: one module per plugin, each listing its outputs and steps.
+
+pub mod flannel;
