@@ -251,10 +251,15 @@ fn classify_reqwest(e: &reqwest::Error) -> SourceError {
     } else {
         FailureKind::Connect
     };
+    // The URL is already shown next to each failure; drop reqwest's copy of it.
+    let mut text = chain(e);
+    if let Some(url) = e.url() {
+        text = text.replace(&format!(" for url ({url})"), "");
+    }
     let detail = if e.is_timeout() && !e.is_connect() {
-        format!("no response within the stall timeout ({})", chain(e))
+        format!("no response within the stall timeout ({text})")
     } else {
-        chain(e)
+        text
     };
     (kind, detail)
 }
@@ -274,7 +279,7 @@ fn classify_read(e: &io::Error, done: u64, total: Option<u64>) -> SourceError {
     } else {
         (
             FailureKind::Truncated,
-            format!("read failed after {done}{of} bytes: {}", chain(e)),
+            format!("download broke off after {done}{of} bytes: {}", chain(e)),
         )
     }
 }

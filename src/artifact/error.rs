@@ -49,11 +49,11 @@ fn mirrors_report(
     pinned: bool,
     f: &mut fmt::Formatter<'_>,
 ) -> fmt::Result {
-    writeln!(
-        f,
-        "could not fetch {name}: all {} source(s) failed:",
-        failures.len()
-    )?;
+    let tried = match failures.len() {
+        1 => "the only source".to_string(),
+        n => format!("all {n} sources"),
+    };
+    writeln!(f, "could not fetch {name}: {tried} failed:")?;
     for failure in failures {
         writeln!(f, "  - {failure}")?;
     }

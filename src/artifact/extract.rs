@@ -76,8 +76,7 @@ pub fn extract_plugins(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent)
-        .map_err(|e| ArtifactError::io("cannot create directory", &parent, e))?;
+    let mut created = CreatedDirs::create(&parent)?;
     let staging = tempfile::Builder::new()
         .prefix(".extract.")
         .tempdir_in(&parent)
@@ -97,6 +96,7 @@ pub fn extract_plugins(
         return Err(ArtifactError::io("cannot move extracted files to", dest, e));
     }
     sync_dir(&parent);
+    created.keep();
     let mut out = Vec::with_capacity(wanted.len());
     for name in wanted {
         if let Some(mut file) = found.remove(*name) {
@@ -105,6 +105,41 @@ pub fn extract_plugins(
         }
     }
     Ok(out)
+}
+
+/// Parent directories created for the destination; removed again (if still empty) on drop
+/// unless kept, so a failed extraction leaves no trace.
+struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    fn create(dir: &Path) -> Result<Self, ArtifactError> {
+        let mut missing = Vec::new();
+        let mut cur = Some(dir);
+        while let Some(d) = cur {
+            if d.as_os_str().is_empty() || d.exists() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            cur = d.parent();
+        }
+        fs::create_dir_all(dir)
+            .map_err(|e| ArtifactError::io("cannot create directory", dir, e))?;
+        // Deepest first, the order in which to remove them.
+        Ok(Self(missing))
+    }
+
+    fn keep(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            // Fails harmlessly when not empty (someone else put something there).
+            let _ = fs::remove_dir(d);
+        }
+    }
 }
 
 fn check_destination(dest: &Path) -> Result<(), ArtifactError> {
