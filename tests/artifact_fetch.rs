@@ -2,8 +2,8 @@
 //! misbehaving mirrors), file sources, the cache and offline bundles.
 
 use installer::artifact::{
-    ArtifactError, ArtifactSpec, FailureKind, FetchOptions, Fetched, ProgressEvent, ProgressMode,
-    ProgressSink, Source, open_bundle, sha256_bytes, write_bundle,
+    ArtifactError, ArtifactSpec, FailureKind, FetchOptions, Fetched, LineSink, ProgressEvent,
+    ProgressMode, ProgressSink, Source, open_bundle, sha256_bytes, write_bundle,
 };
 use std::collections::HashMap;
 use std::fs;
@@ -310,21 +310,78 @@ fn connection_refused_then_second_mirror_works() {
     let dir = tempfile::tempdir().unwrap();
     let (opts, events) = options(dir.path());
     let refused = refused_url("/a.tgz");
+    // An https source exercises the TLS client set-up (crypto provider) as well.
+    let refused_tls = refused_url("/a.tgz").replace("http://", "https://");
 
     let got = fetch_ok(
         &spec(
             "a.tgz",
-            vec![refused.clone(), good.url("/a.tgz")],
+            vec![refused_tls.clone(), refused.clone(), good.url("/a.tgz")],
             Some(sha256_bytes(&body)),
         ),
         &opts,
     );
 
     assert_eq!(got.source, Source::Url(good.url("/a.tgz")));
-    assert!(events.all().iter().any(|e| matches!(
-        e,
-        ProgressEvent::MirrorFailed { url, .. } if *url == refused
-    )));
+    let failed: Vec<String> = events
+        .all()
+        .into_iter()
+        .filter_map(|e| match e {
+            ProgressEvent::MirrorFailed { url, .. } => Some(url),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [refused_tls, refused]);
+}
+
+/// A `Write` into a shared buffer, to read what a `LineSink` printed.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plain_log_lines_describe_failures_downloads_and_cache_hits() {
+    let body = payload(30, 3 * 1024 * 1024);
+    let mirror = Mirror::start(&[("/a.tgz", body.clone())]);
+    let dir = tempfile::tempdir().unwrap();
+    let buf = SharedBuf::default();
+    let mut opts = FetchOptions::new(dir.path());
+    opts.progress = ProgressMode::Sink(Arc::new(LineSink::new(buf.clone())));
+    let s = spec(
+        "a.tgz",
+        vec![mirror.url("/missing.tgz"), mirror.url("/a.tgz")],
+        Some(sha256_bytes(&body)),
+    );
+    fetch_ok(&s, &opts);
+    fetch_ok(&s, &opts);
+
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "fetch a.tgz from {} failed: HTTP 404 Not Found",
+            mirror.url("/missing.tgz")
+        )
+    );
+    let done = format!("fetch a.tgz from {}: 3.00 MiB in ", mirror.url("/a.tgz"));
+    assert!(lines[1].starts_with(&done), "{}", lines[1]);
+    assert!(lines[1].ends_with("MiB/s), sha256 ok"), "{}", lines[1]);
+    assert!(
+        lines[2].starts_with("fetch a.tgz: cached at "),
+        "{}",
+        lines[2]
+    );
 }
 
 #[test]
