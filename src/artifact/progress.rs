@@ -187,6 +187,11 @@ impl<W: Write + Send> ProgressSink for LineSink<W> {
     }
 }
 
+/// Bar layout when the size is known.
+const BAR_TEMPLATE: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+/// Layout when the server sends no Content-Length.
+const SPINNER_TEMPLATE: &str = "{msg} {spinner} {bytes} {bytes_per_sec}";
+
 /// An indicatif bar (bytes, speed, ETA) on stderr per transfer; other events as lines above it.
 #[derive(Default)]
 pub struct BarSink {
@@ -200,9 +205,9 @@ impl BarSink {
             None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
         };
         let template = if total.is_some() {
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+            BAR_TEMPLATE
         } else {
-            "{msg} {spinner} {bytes} {bytes_per_sec}"
+            SPINNER_TEMPLATE
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
@@ -278,6 +283,12 @@ mod tests {
         });
         let out = String::from_utf8(sink.out.into_inner().unwrap()).unwrap();
         assert_eq!(out, "fetch a from u failed: HTTP 404\n");
+    }
+
+    #[test]
+    fn bar_templates_parse() {
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+        assert!(ProgressStyle::with_template(SPINNER_TEMPLATE).is_ok());
     }
 
     #[test]
