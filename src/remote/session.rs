@@ -29,8 +29,10 @@ pub struct ConnectOptions {
     pub policy: HostKeyPolicy,
     /// Pause before the single retry of a failed TCP connect or handshake.
     pub retry_delay: Duration,
-    /// Try the identities of the ssh-agent at `$SSH_AUTH_SOCK`.
+    /// Try the identities of an ssh-agent.
     pub use_agent: bool,
+    /// The agent's socket; `None` = `$SSH_AUTH_SOCK`.
+    pub agent_socket: Option<std::path::PathBuf>,
 }
 
 impl ConnectOptions {
@@ -41,6 +43,7 @@ impl ConnectOptions {
             policy,
             retry_delay: Duration::from_secs(1),
             use_agent: true,
+            agent_socket: None,
         }
     }
 }
@@ -221,8 +224,14 @@ fn authenticate(
             Err(e) => tried.push(format!("key {} ({})", key.display(), e.message())),
         }
     }
-    if opts.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        match try_agent(sess, user) {
+    let agent_socket = opts
+        .agent_socket
+        .clone()
+        .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(Into::into));
+    if opts.use_agent
+        && let Some(socket) = agent_socket
+    {
+        match try_agent(sess, user, &socket) {
             Ok(true) => return Ok(()),
             Ok(false) => tried.push("ssh-agent (no identity accepted)".into()),
             Err(e) => tried.push(format!("ssh-agent ({})", e.message())),
@@ -250,8 +259,9 @@ fn authenticate(
     })
 }
 
-fn try_agent(sess: &Session, user: &str) -> Result<bool, ssh2::Error> {
+fn try_agent(sess: &Session, user: &str, socket: &Path) -> Result<bool, ssh2::Error> {
     let mut agent = sess.agent()?;
+    agent.set_identity_path(socket)?;
     agent.connect()?;
     agent.list_identities()?;
     for id in agent.identities()? {
