@@ -538,6 +538,7 @@ fn fleet_isolates_unreachable_and_failed_hosts_root() {
     let mut bad_auth = sshd.spec("badauth");
     bad_auth.key_files = vec![sshd.path("host_key")]; // not an authorized key
     let failing = sshd.spec("failing");
+    let panics = sshd.spec("panics");
 
     let buf = Buf::default();
     let reporter = JsonReporter::with_writer(Box::new(buf.clone()));
@@ -548,7 +549,7 @@ fn fleet_isolates_unreachable_and_failed_hosts_root() {
         connect: options(&sshd.path("known_hosts"), HostKeyPolicy::AcceptNew),
     };
     let dir = sshd.dir.path().to_path_buf();
-    let recap = Fleet::new(opts, &reporter).run(&[good, down, bad_auth, failing], |ctx| {
+    let recap = Fleet::new(opts, &reporter).run(&[good, down, bad_auth, failing, panics], |ctx| {
         ctx.step("write");
         let path = dir.join(format!("{}.txt", ctx.host()));
         ctx.record(ctx.remote().put_file(
@@ -561,6 +562,9 @@ fn fleet_isolates_unreachable_and_failed_hosts_root() {
             Content::Bytes(b"hi\n"),
             &Attrs::default(),
         ))?;
+        if ctx.host() == "panics" {
+            panic!("bug in a step");
+        }
         if ctx.host() == "failing" {
             ctx.record(ctx.remote().command(&["false"]))?;
             unreachable!("record returns Err on failure");
@@ -609,12 +613,30 @@ fn fleet_isolates_unreachable_and_failed_hosts_root() {
             .unwrap()
             .contains("authentication as root failed")
     );
-    assert_eq!(recap.retry_limit().as_deref(), Some("badauth,down,failing"));
+    // A panicking host keeps no partial counts: one failure.
+    assert_eq!(
+        c("panics"),
+        Counts {
+            failed: 1,
+            ..Default::default()
+        }
+    );
+    assert!(
+        recap.hosts["panics"]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("bug in a step")
+    );
+    assert_eq!(
+        recap.retry_limit().as_deref(),
+        Some("badauth,down,failing,panics")
+    );
     assert!(sshd.path("good.txt").exists());
     assert!(
         recap
             .to_text()
-            .contains("retry just the failed hosts with: --limit badauth,down,failing")
+            .contains("retry just the failed hosts with: --limit badauth,down,failing,panics")
     );
 
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
@@ -738,4 +760,238 @@ fn upload_speed_exec_channel_vs_sftp_root() {
         raw_time.as_secs_f64(),
         sftp_time.as_secs_f64()
     );
+}
+
+/// A throwaway local user with a password and a sudoers rule; removed on drop.
+struct TempUser {
+    name: String,
+    sudoers: PathBuf,
+}
+
+impl TempUser {
+    fn create(tag: &str, password: &str, sudo_rule: &str) -> TempUser {
+        let name = format!("inst{tag}{}", std::process::id());
+        let st = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd {name}");
+        let user = TempUser {
+            sudoers: PathBuf::from(format!("/etc/sudoers.d/installer-test-{name}")),
+            name,
+        };
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(chpasswd.stdin.take().unwrap(), "{}:{password}", user.name).unwrap();
+        assert!(chpasswd.wait().unwrap().success());
+        std::fs::write(
+            &user.sudoers,
+            format!("{} ALL=(ALL) {sudo_rule}\n", user.name),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &user.sudoers,
+            std::os::unix::fs::PermissionsExt::from_mode(0o440),
+        )
+        .unwrap();
+        user
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.sudoers);
+        let _ = Command::new("userdel")
+            .args(["-r", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn password_login_and_sudo_become_root() {
+    require_sshd!();
+    if !which("sudo") || !which("useradd") {
+        eprintln!("SKIP: sudo or useradd not installed (apt-get install sudo passwd)");
+        return;
+    }
+    let sshd = Sshd::start();
+    // The target directory must be reachable only through sudo.
+    let target_dir = sshd.path("rootonly");
+    std::fs::create_dir(&target_dir).unwrap();
+    let defaults = isolated_defaults(sshd.dir.path());
+    let kh = sshd.path("known_hosts");
+
+    // 1. sudo needs the user's password: login with a password, become root with it.
+    let pw_user = TempUser::create("p", "Login-Pass-1", "ALL");
+    let vars: IndexMap<String, Value> = serde_json::from_value(json!({
+        "ansible_host": "127.0.0.1", "ansible_port": sshd.port,
+        "ansible_user": pw_user.name, "ansible_ssh_pass": "Login-Pass-1",
+        "ansible_become_pass": "Login-Pass-1",
+    }))
+    .unwrap();
+    let spec = ConnectionSpec::from_vars("pw", &vars, &defaults).unwrap();
+    assert!(
+        spec.key_files.iter().all(|k| !k.exists()),
+        "no key may be usable"
+    );
+    let (s, _) = connect(&spec, &options(&kh, HostKeyPolicy::AcceptNew)).unwrap();
+    let r = Remote::new(s, spec.clone(), false, false);
+    assert_eq!(r.run(&["id", "-un"]).unwrap().stdout_text(), "root\n");
+    let f = target_dir.join("pw.conf");
+    let fs = f.to_str().unwrap();
+    let res = r.put_file(
+        fs,
+        Content::Bytes(b"via sudo with password\n"),
+        &Attrs::mode(0o600),
+    );
+    assert_eq!(res.status, OpStatus::Changed, "{res:?}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"via sudo with password\n");
+    assert_eq!(std::fs::metadata(&f).unwrap().uid(), 0);
+    assert_eq!(
+        r.put_file(
+            fs,
+            Content::Bytes(b"via sudo with password\n"),
+            &Attrs::mode(0o600)
+        )
+        .status,
+        OpStatus::Ok
+    );
+    let staged = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".installer-upload.")
+                && e.metadata().map(|m| m.uid()).ok() == Some(uid_of(&pw_user.name))
+        })
+        .count();
+    assert_eq!(staged, 0, "staging files left in /tmp");
+
+    // A wrong sudo password fails the operation (not the connection) with sudo's message.
+    let mut wrong = spec.clone();
+    wrong.become_.as_mut().unwrap().password = Some(Secret::new("nope"));
+    let (s, _) = connect(&wrong, &options(&kh, HostKeyPolicy::AcceptNew)).unwrap();
+    let r = Remote::new(s, wrong, false, false);
+    let res = r.put_file(fs, Content::Bytes(b"other\n"), &Attrs::default());
+    assert_eq!(res.status, OpStatus::Failed, "{res:?}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"via sudo with password\n");
+
+    // A wrong login password is an authentication failure (unreachable).
+    let mut bad = spec.clone();
+    bad.password = Some(Secret::new("wrong"));
+    let err = connect_err(&bad, &options(&kh, HostKeyPolicy::AcceptNew));
+    assert!(matches!(err, ConnectError::Auth { .. }), "{err}");
+
+    // 2. Passwordless sudo (sudo -n) and streaming upload straight through sudo.
+    let np_user = TempUser::create("n", "Login-Pass-2", "NOPASSWD: ALL");
+    let vars: IndexMap<String, Value> = serde_json::from_value(json!({
+        "ansible_host": "127.0.0.1", "ansible_port": sshd.port,
+        "ansible_user": np_user.name, "ansible_password": "Login-Pass-2",
+    }))
+    .unwrap();
+    let spec = ConnectionSpec::from_vars("np", &vars, &defaults).unwrap();
+    let (s, _) = connect(&spec, &options(&kh, HostKeyPolicy::AcceptNew)).unwrap();
+    let r = Remote::new(s, spec, false, false);
+    assert_eq!(r.run(&["id", "-un"]).unwrap().stdout_text(), "root\n");
+    let g = target_dir.join("np.conf");
+    let res = r.put_file(
+        g.to_str().unwrap(),
+        Content::Bytes(b"nopasswd\n"),
+        &Attrs::default(),
+    );
+    assert_eq!(res.status, OpStatus::Changed, "{res:?}");
+    assert_eq!(std::fs::read(&g).unwrap(), b"nopasswd\n");
+
+    // 3. ansible_become=false: commands run as the login user.
+    let mut vars = vars;
+    vars.insert("ansible_become".into(), json!(false));
+    let spec = ConnectionSpec::from_vars("np", &vars, &defaults).unwrap();
+    let (s, _) = connect(&spec, &options(&kh, HostKeyPolicy::AcceptNew)).unwrap();
+    let r = Remote::new(s, spec, false, false);
+    assert_eq!(
+        r.run(&["id", "-un"]).unwrap().stdout_text(),
+        format!("{}\n", np_user.name)
+    );
+    let res = r.put_file(
+        target_dir.join("denied").to_str().unwrap(),
+        Content::Bytes(b"x"),
+        &Attrs::default(),
+    );
+    assert_eq!(res.status, OpStatus::Failed, "{res:?}");
+}
+
+fn uid_of(user: &str) -> u32 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn silent_server_times_out_and_is_retried_once() {
+    // No sshd needed: a TCP listener that accepts and never speaks SSH.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let acc = accepted.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            acc.lock().unwrap().push(s); // keep it open, say nothing
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let vars: IndexMap<String, Value> = serde_json::from_value(json!({
+        "ansible_host": "127.0.0.1", "ansible_port": port, "ansible_user": "root",
+        "ansible_ssh_timeout": 1,
+    }))
+    .unwrap();
+    let spec = ConnectionSpec::from_vars("silent", &vars, &isolated_defaults(dir.path())).unwrap();
+    assert_eq!(spec.connect_timeout, Duration::from_secs(1));
+    let t0 = Instant::now();
+    let err = connect_err(
+        &spec,
+        &options(&dir.path().join("kh"), HostKeyPolicy::AcceptNew),
+    );
+    let elapsed = t0.elapsed();
+    assert!(matches!(err, ConnectError::Handshake { .. }), "{err}");
+    assert!(err.is_unreachable());
+    assert_eq!(accepted.lock().unwrap().len(), 2, "exactly one retry");
+    assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[test]
+fn forks_bounds_parallel_hosts_root() {
+    require_sshd!();
+    let sshd = Sshd::start();
+    let hosts: Vec<ConnectionSpec> = (0..6).map(|i| sshd.spec(&format!("h{i}"))).collect();
+    let reporter = HumanReporter::with_writer(Box::new(Buf::default()), 0, false, false);
+    let running = std::sync::atomic::AtomicUsize::new(0);
+    let peak = std::sync::atomic::AtomicUsize::new(0);
+    let opts = FleetOptions {
+        forks: 2,
+        check: false,
+        diff: false,
+        connect: options(&sshd.path("known_hosts"), HostKeyPolicy::AcceptNew),
+    };
+    let recap = Fleet::new(opts, &reporter).run(&hosts, |ctx| {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = running.fetch_add(1, SeqCst) + 1;
+        peak.fetch_max(now, SeqCst);
+        ctx.step("sleep");
+        let res = ctx.remote().command(&["sleep", "0.3"]);
+        running.fetch_sub(1, SeqCst);
+        ctx.record(res)?;
+        Ok(())
+    });
+    assert!(recap.success(), "{}", recap.to_text());
+    assert_eq!(recap.hosts.len(), 6);
+    assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
