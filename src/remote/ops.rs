@@ -10,6 +10,9 @@
 //! password it is `sudo -H -S -p '' -u USER -- ...` and the password is the first line of
 //! stdin. Uploads with a become password therefore go in two steps: the login user writes a
 //! private temp file with `mktemp`, then the become user copies it into place.
+//! (With a password and a `NOPASSWD` rule sudo does not read it, so the command sees that line
+//! on its stdin; none of our scripts read stdin then. sudo's `requiretty` is not supported:
+//! no pty is requested.)
 //!
 //! Idempotence: facts are read first (existence, sha256, mode, owner) and an operation only
 //! acts when they differ, reporting `changed`; otherwise `ok`. In check mode the same facts are
@@ -126,10 +129,17 @@ impl CmdOutput {
         };
         let err = self.stderr_text();
         let err = err.trim();
+        let hint = if err.contains("a password is required") {
+            " (set ansible_become_password, or allow passwordless sudo for this user)"
+        } else if err.contains("must have a tty") {
+            " (sudo requires a tty here: remove `Defaults requiretty` for this user)"
+        } else {
+            ""
+        };
         if err.is_empty() {
             how
         } else {
-            format!("{how}: {err}")
+            format!("{how}: {err}{hint}")
         }
     }
 }
