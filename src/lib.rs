@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod inventory;
 pub mod lab;
 pub mod network;
+pub mod remote;
 pub mod render;
 pub mod role;
 pub mod template;
