@@ -1,0 +1,81 @@
+//! [`LabGuard`]: a uniquely named lab for one test, removed when the guard drops (also when the
+//! test panics).
+
+use super::error::Result;
+use super::prereq;
+use super::state::Lab;
+use super::up::UpOptions;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A lab that exists as long as this value. Dereferences to [`Lab`].
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use installer::lab::LabGuard;
+/// let Some(lab) = LabGuard::up_or_skip("my_test", 2)? else { return Ok(()) };
+/// let out = lab.exec_on(&lab.nodes[0], &["hostname"])?;
+/// assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), lab.nodes[0].name);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct LabGuard {
+    lab: Lab,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl LabGuard {
+    /// Bring up a lab of `nodes` nodes under a fresh name (`t<pid>-<n>`); its mirror runs in
+    /// this process.
+    pub fn up(nodes: usize) -> Result<LabGuard> {
+        let name = format!(
+            "t{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        Self::up_with(&UpOptions::new(name, nodes))
+    }
+
+    /// Bring up a lab with explicit options (the name should be unique to the test).
+    pub fn up_with(opts: &UpOptions) -> Result<LabGuard> {
+        Ok(LabGuard {
+            lab: Lab::up(opts)?,
+        })
+    }
+
+    /// Like [`LabGuard::up`], but when the lab cannot run here (not root, packages missing)
+    /// print a notice naming `test` and return `None`, so the test can skip.
+    pub fn up_or_skip(test: &str, nodes: usize) -> Result<Option<LabGuard>> {
+        if let Some(reason) = prereq::unavailable_reason() {
+            eprintln!("skipping {test}: {reason}");
+            return Ok(None);
+        }
+        Self::up(nodes).map(Some)
+    }
+
+    /// The lab.
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl std::ops::Deref for LabGuard {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        match self.lab.down() {
+            Ok(report) if !report.leftovers.is_empty() => eprintln!(
+                "lab {}: could not remove {}",
+                self.lab.name,
+                report.leftovers.join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("lab {}: {e}", self.lab.name),
+        }
+    }
+}
