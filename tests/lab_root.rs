@@ -2,7 +2,7 @@
 //! Debian packages the lab names; every test skips with a notice otherwise.
 
 use assert_cmd::Command as AssertCommand;
-use installer::lab::{Lab, LabGuard, prereq, sys};
+use installer::lab::{Lab, LabError, LabGuard, MirrorMode, UpOptions, mirror, prereq, sys};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::net::TcpStream;
@@ -49,7 +49,7 @@ fn stdout(out: &std::process::Output) -> String {
 
 /// Everything that would show the lab still exists; empty when it is gone.
 fn remains(name: &str, index: u8) -> Vec<String> {
-    let mut found = Vec::new();
+    let mut found = remains_of_name(name);
     let prefix = format!("il{index}-");
     for entry in std::fs::read_dir("/run/netns")
         .into_iter()
@@ -67,6 +67,12 @@ fn remains(name: &str, index: u8) -> Vec<String> {
     {
         found.push(format!("link il{index}-h"));
     }
+    found
+}
+
+/// Processes, mounts and the state directory of a lab name.
+fn remains_of_name(name: &str) -> Vec<String> {
+    let mut found = Vec::new();
     let marker = format!("/run/installer-lab/{name}/");
     for pid in sys::all_pids() {
         if sys::pid_alive(pid) && sys::cmdline_contains(pid, &marker) {
@@ -83,6 +89,18 @@ fn remains(name: &str, index: u8) -> Vec<String> {
         found.push(format!("state dir /run/installer-lab/{name}"));
     }
     found
+}
+
+fn listing(dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -188,6 +206,17 @@ fn lab_nodes_answer_ssh_and_have_own_filesystem_view_root() {
         log.contains(&format!("GET /{} 200", lab.cni_tarball_name)),
         "{log}"
     );
+
+    // a port held on the deploy address (here by the mirror itself) is skipped
+    let port: u16 = lab
+        .mirror_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    assert!(mirror::free_port(lab.deploy_ip).unwrap() > port);
 
     // the inventory names the nodes and the lab settings
     let inventory = std::fs::read_to_string(&lab.inventory_path).unwrap();
@@ -490,4 +519,26 @@ fn not_root_gets_one_clear_message_root() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the lab needs root"), "{err}");
     assert!(!Path::new("/run/installer-lab/never").exists());
+}
+
+#[test]
+fn failed_up_removes_what_it_made_root() {
+    if skip("failed_up_removes_what_it_made_root") {
+        return;
+    }
+    let _exclusive = CLEANLINESS.write().unwrap();
+    let before = (listing("/run/netns"), listing("/sys/class/net"));
+    // a mirror "binary" that exits at once: up fails at its last step, after nodes and etcd
+    let name = unique("fail");
+    let opts = UpOptions {
+        name: name.clone(),
+        nodes: 2,
+        mirror: MirrorMode::Daemon("/bin/false".into()),
+    };
+    let err = Lab::up(&opts).unwrap_err();
+    assert!(matches!(err, LabError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("artifact mirror"), "{err}");
+    let after = (listing("/run/netns"), listing("/sys/class/net"));
+    assert_eq!(before, after);
+    assert_eq!(remains_of_name(&name), Vec::<String>::new());
 }

@@ -36,6 +36,11 @@ pub enum LabError {
         /// Labs that exist.
         labs: usize,
     },
+    /// Another process is creating a lab of the same name.
+    #[error(
+        "another `installer lab up --name {0}` is creating this lab right now; wait for it or run `installer lab down --name {0}`"
+    )]
+    Busy(String),
     /// No lab of this name exists.
     #[error("no lab named {0:?}; create it with `installer lab up --name {0}`")]
     NotFound(String),

@@ -8,6 +8,7 @@
 //! `<hex>  <name>\n`, as `sha256sum` writes it.
 
 use super::error::{LabError, Result};
+use super::plan::MIRROR_PORT;
 use super::prereq::{CNI_PLUGINS, Tools};
 use super::state::Lab;
 use super::sys;
@@ -221,6 +222,17 @@ pub fn serve_forever(dir: &Path, listen: &str) -> Result<()> {
     eprintln!("serving {} on http://{listen}/", dir.display());
     serve(&server, dir, Arc::new(Mutex::new(std::io::stderr())));
     Ok(())
+}
+
+/// A port the mirror can listen on at `ip`: [`MIRROR_PORT`] unless something (say a service on
+/// `0.0.0.0:8080`) holds it, then the next free one of the following 50.
+pub fn free_port(ip: std::net::Ipv4Addr) -> Result<u16> {
+    (MIRROR_PORT..MIRROR_PORT + 50)
+        .find(|&port| std::net::TcpListener::bind((ip, port)).is_ok())
+        .ok_or_else(|| LabError::MirrorListen {
+            addr: format!("{ip}:{MIRROR_PORT}-{}", MIRROR_PORT + 49),
+            reason: "every port is in use".into(),
+        })
 }
 
 /// Start the mirror as a detached daemon running `<installer> lab serve-mirror`.

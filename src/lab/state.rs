@@ -182,6 +182,11 @@ impl Lab {
     pub fn mirror_pid_file(&self) -> PathBuf {
         self.state_dir.join("mirror.pid")
     }
+    /// Point the mirror URLs at another port of the deploy-side address.
+    pub fn set_mirror_port(&mut self, port: u16) {
+        self.mirror_url = format!("http://{}:{port}/", self.deploy_ip);
+        self.cni_tarball_url = format!("{}{}", self.mirror_url, self.cni_tarball_name);
+    }
     /// URL of the tarball's `.sha256` side file.
     pub fn cni_sha256_url(&self) -> String {
         format!("{}.sha256", self.cni_tarball_url)

@@ -198,6 +198,10 @@ fn allocate(opts: &UpOptions) -> Result<Lab> {
         &mirror::cni_version(),
     );
     lab.mirror_daemon = matches!(opts.mirror, MirrorMode::Daemon(_));
+    if lab.state_dir.exists() {
+        // `up` removed any old lab of this name before taking the lock
+        return Err(LabError::Busy(opts.name.clone()));
+    }
     sys::mkdir(&lab.state_dir)?;
     lab.save()?;
     for path in NODE_PRIVATE_PATHS.iter().chain(["/run/sshd"].iter()) {
@@ -244,8 +248,10 @@ fn build(tools: &Tools, lab: &mut Lab, mirror_mode: &MirrorMode) -> Result<()> {
     etcd::start(tools, lab)?;
 
     lab.cni_sha256 = mirror::build_tarball(tools, &lab.mirror_dir, &lab.cni_tarball_name)?;
+    let port = mirror::free_port(lab.deploy_ip)?;
+    lab.set_mirror_port(port);
     lab.save()?;
-    let listen = format!("{}:{}", lab.deploy_ip, plan::MIRROR_PORT);
+    let listen = format!("{}:{port}", lab.deploy_ip);
     match mirror_mode {
         MirrorMode::Daemon(installer) => {
             mirror::start_daemon(tools, lab, installer, &listen)?;
