@@ -536,9 +536,54 @@ fn failed_up_removes_what_it_made_root() {
         mirror: MirrorMode::Daemon("/bin/false".into()),
     };
     let err = Lab::up(&opts).unwrap_err();
-    assert!(matches!(err, LabError::Timeout { .. }), "{err}");
+    assert!(matches!(err, LabError::Exited { .. }), "{err}");
     assert!(err.to_string().contains("artifact mirror"), "{err}");
     let after = (listing("/run/netns"), listing("/sys/class/net"));
     assert_eq!(before, after);
     assert_eq!(remains_of_name(&name), Vec::<String>::new());
+}
+
+#[test]
+fn missing_packages_named_in_one_message_root() {
+    if skip("missing_packages_named_in_one_message_root") {
+        return;
+    }
+    // hide sshd, etcd and the Debian CNI plugins in a private mount namespace, then run `lab up`
+    let (sshd, etcd) = (
+        prereq::Probe::system()
+            .locate(prereq::Need::Command("sshd"))
+            .unwrap(),
+        prereq::Probe::system()
+            .locate(prereq::Need::Command("etcd"))
+            .unwrap(),
+    );
+    let script = format!(
+        "mount --bind /dev/null {} && mount --bind /dev/null {} && mount -t tmpfs none {} && exec \"$@\"",
+        sshd.display(),
+        etcd.display(),
+        prereq::CNI_DIR
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(env!("CARGO_BIN_EXE_installer"))
+        .args(["lab", "up", "--name", "never-made"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("apt-get install -y openssh-server etcd-server containernetworking-plugins\n"),
+        "{err}"
+    );
+    assert_eq!(err.matches("the lab needs packages").count(), 1, "{err}");
+    assert!(!err.contains("iproute2"), "{err}");
+    assert!(!Path::new("/run/installer-lab/never-made").exists());
 }

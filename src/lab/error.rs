@@ -11,7 +11,7 @@ pub enum LabError {
     )]
     NotRoot,
     /// Packages the lab relies on are not installed.
-    #[error("{0}")]
+    #[error(transparent)]
     MissingPrerequisites(#[from] super::prereq::MissingPrerequisites),
     /// The lab name cannot be used as a directory name.
     #[error(
@@ -45,24 +45,22 @@ pub enum LabError {
     #[error("no lab named {0:?}; create it with `installer lab up --name {0}`")]
     NotFound(String),
     /// A file or directory operation failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}: {error}")]
     Io {
         /// What was being done ("write", "create directory", …).
         action: &'static str,
         /// The path involved.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (part of the message, so not a `source`).
+        error: std::io::Error,
     },
     /// A helper program could not be started.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}: {error}")]
     Spawn {
         /// Program name.
         program: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (part of the message, so not a `source`).
+        error: std::io::Error,
     },
     /// A helper program failed.
     #[error("`{command}` failed ({status}): {stderr}")]
@@ -76,7 +74,7 @@ pub enum LabError {
     },
     /// The state file is unreadable.
     #[error(
-        "lab state file {path} is unreadable ({source}); remove the lab with `installer lab down --name {name}`"
+        "lab state file {path} is unreadable ({error}); remove the lab with `installer lab down --name {name}`"
     )]
     State {
         /// Lab name.
@@ -84,8 +82,7 @@ pub enum LabError {
         /// State file path.
         path: PathBuf,
         /// Parse error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// A daemon or check did not become ready in time.
     #[error("{what} did not become ready within {seconds} s; its log {log} ends with:\n{tail}")]
@@ -95,6 +92,16 @@ pub enum LabError {
         /// The limit.
         seconds: u64,
         /// Log file of the daemon.
+        log: PathBuf,
+        /// Last lines of that log.
+        tail: String,
+    },
+    /// A daemon exited while it was being started.
+    #[error("{what} exited while starting; its log {log} ends with:\n{tail}")]
+    Exited {
+        /// The daemon.
+        what: String,
+        /// Its log file.
         log: PathBuf,
         /// Last lines of that log.
         tail: String,
@@ -134,11 +141,11 @@ pub enum LabError {
 
 impl LabError {
     /// Shorthand for an [`LabError::Io`] error.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         LabError::Io {
             action,
             path: path.into(),
-            source,
+            error,
         }
     }
 }

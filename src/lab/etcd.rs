@@ -61,25 +61,13 @@ pub fn start(tools: &Tools, lab: &Lab) -> Result<u32> {
         &lab.etcd_pid_file(),
         &log,
     )?;
-    let healthy = sys::wait_for(
+    sys::wait_daemon(
         &format!("etcd at {}", lab.etcd_endpoint),
+        pid,
         Duration::from_secs(30),
         &log,
-        || {
-            if !sys::pid_alive(pid) {
-                return Some(false);
-            }
-            healthy(&lab.etcd_endpoint).then_some(true)
-        },
+        || healthy(&lab.etcd_endpoint),
     )?;
-    if !healthy {
-        return Err(LabError::Timeout {
-            what: "etcd (it exited)".into(),
-            seconds: 0,
-            log: log.clone(),
-            tail: sys::log_tail(&log, 15),
-        });
-    }
     Ok(pid)
 }
 

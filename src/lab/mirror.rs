@@ -284,9 +284,9 @@ pub fn start_in_process(lab: &Lab, listen: &str) -> Result<()> {
     std::thread::Builder::new()
         .name(format!("lab-mirror-{}", lab.name))
         .spawn(move || serve(&thread_server, &dir, log))
-        .map_err(|source| LabError::Spawn {
+        .map_err(|error| LabError::Spawn {
             program: "mirror thread".into(),
-            source,
+            error,
         })?;
     if let Ok(mut servers) = in_process().lock() {
         servers.insert(lab.name.clone(), server);
@@ -309,26 +309,12 @@ pub fn mirror_log(lab: &Lab) -> PathBuf {
 
 fn wait_ready(lab: &Lab, pid: Option<u32>) -> Result<()> {
     let log = mirror_log(lab);
-    let up = sys::wait_for(
-        &format!("artifact mirror at {}", lab.mirror_url),
-        Duration::from_secs(10),
-        &log,
-        || {
-            if pid.is_some_and(|p| !sys::pid_alive(p)) {
-                return Some(false);
-            }
-            healthy(lab).then_some(true)
-        },
-    )?;
-    if up {
-        Ok(())
-    } else {
-        Err(LabError::Timeout {
-            what: "artifact mirror (it exited)".into(),
-            seconds: 0,
-            log: log.clone(),
-            tail: sys::log_tail(&log, 15),
-        })
+    let what = format!("artifact mirror at {}", lab.mirror_url);
+    match pid {
+        Some(pid) => sys::wait_daemon(&what, pid, Duration::from_secs(10), &log, || healthy(lab)),
+        None => sys::wait_for(&what, Duration::from_secs(10), &log, || {
+            healthy(lab).then_some(())
+        }),
     }
 }
 

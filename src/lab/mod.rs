@@ -61,8 +61,8 @@ enum LabCommand {
         /// Lab name.
         #[arg(long, default_value = "default", env = "INSTALLER_LAB_NAME")]
         name: String,
-        /// Remove every lab (and anything left with a lab prefix).
-        #[arg(long, conflicts_with = "name")]
+        /// Remove every lab (and anything left with a lab prefix); `--name` is ignored.
+        #[arg(long)]
         all: bool,
     },
     /// Check each node's namespace and sshd, etcd and the mirror; exit 1 when unhealthy.

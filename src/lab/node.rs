@@ -187,29 +187,14 @@ pub fn start_holder(tools: &Tools, lab: &Lab, node: &LabNode) -> Result<u32> {
         &log,
     )?;
     // the pid is written before the mounts; wait until the script reached `sleep`
-    sys::wait_for(
+    sys::wait_daemon(
         &format!("namespace holder of {}", node.name),
+        pid,
         Duration::from_secs(10),
         &log,
-        || {
-            if !sys::pid_alive(pid) {
-                return Some(false);
-            }
-            (sys::cmdline(pid)?.first()? == "sleep").then_some(true)
-        },
-    )
-    .and_then(|alive| {
-        if alive {
-            Ok(pid)
-        } else {
-            Err(LabError::Timeout {
-                what: format!("namespace holder of {} (it exited)", node.name),
-                seconds: 0,
-                log: log.clone(),
-                tail: sys::log_tail(&log, 15),
-            })
-        }
-    })
+        || sys::cmdline(pid).is_some_and(|c| c.first().is_some_and(|a| a == "sleep")),
+    )?;
+    Ok(pid)
 }
 
 fn quote(s: &str) -> String {
@@ -268,29 +253,14 @@ pub fn start_sshd(tools: &Tools, lab: &Lab, node: &LabNode) -> Result<u32> {
         &log,
     )?;
     let addr = SocketAddr::from((node.ip, 22));
-    sys::wait_for(
+    sys::wait_daemon(
         &format!("sshd of {} on {addr}", node.name),
+        pid,
         Duration::from_secs(15),
         &log,
-        || {
-            if !sys::pid_alive(pid) {
-                return Some(false);
-            }
-            sys::ssh_banner(addr, Duration::from_millis(500)).then_some(true)
-        },
-    )
-    .and_then(|up| {
-        if up {
-            Ok(pid)
-        } else {
-            Err(LabError::Timeout {
-                what: format!("sshd of {} (it exited)", node.name),
-                seconds: 0,
-                log: log.clone(),
-                tail: sys::log_tail(&log, 15),
-            })
-        }
-    })
+        || sys::ssh_banner(addr, Duration::from_millis(500)),
+    )?;
+    Ok(pid)
 }
 
 /// Pid of the node's sshd, if it is running (checked against its command line).

@@ -35,9 +35,9 @@ impl Lab {
             .args(argv)
             .stdin(Stdio::null())
             .current_dir("/");
-        cmd.output().map_err(|source| LabError::Spawn {
+        cmd.output().map_err(|error| LabError::Spawn {
             program: tools.nsenter.display().to_string(),
-            source,
+            error,
         })
     }
 

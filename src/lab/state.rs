@@ -209,10 +209,10 @@ impl Lab {
 
     /// Write the state file atomically.
     pub fn save(&self) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|source| LabError::State {
+        let json = serde_json::to_vec_pretty(self).map_err(|error| LabError::State {
             name: self.name.clone(),
             path: self.state_file(),
-            source,
+            error,
         })?;
         sys::write_atomic(&self.state_file(), &json)
     }
@@ -233,10 +233,10 @@ impl Lab {
             }
             Err(e) => return Err(LabError::io("read", path, e)),
         };
-        serde_json::from_slice(&text).map_err(|source| LabError::State {
+        serde_json::from_slice(&text).map_err(|error| LabError::State {
             name: name.to_string(),
             path: path.to_path_buf(),
-            source,
+            error,
         })
     }
 }

@@ -23,9 +23,9 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     let output = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| LabError::Spawn {
+        .map_err(|error| LabError::Spawn {
             program: cmd.get_program().to_string_lossy().into_owned(),
-            source,
+            error,
         })?;
     if !output.status.success() {
         return Err(LabError::Command {
@@ -67,9 +67,9 @@ pub fn spawn_daemon(
         .stdout(log_file)
         .stderr(log_err);
     let what = describe(&cmd);
-    let status = cmd.status().map_err(|source| LabError::Spawn {
+    let status = cmd.status().map_err(|error| LabError::Spawn {
         program: setsid.display().to_string(),
-        source,
+        error,
     })?;
     if !status.success() {
         return Err(LabError::Command {
@@ -108,6 +108,33 @@ pub fn wait_for<T>(
             });
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until daemon `pid` is `ready`; fail early with [`LabError::Exited`] when it dies, or
+/// with [`LabError::Timeout`] after `limit`. Both errors quote the end of its `log`.
+pub fn wait_daemon(
+    what: &str,
+    pid: u32,
+    limit: Duration,
+    log: &Path,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
+    let alive = wait_for(what, limit, log, || {
+        if !pid_alive(pid) {
+            Some(false)
+        } else {
+            ready().then_some(true)
+        }
+    })?;
+    if alive {
+        Ok(())
+    } else {
+        Err(LabError::Exited {
+            what: what.to_string(),
+            log: log.to_path_buf(),
+            tail: log_tail(log, 15),
+        })
     }
 }
 

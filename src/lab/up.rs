@@ -267,7 +267,7 @@ fn build(tools: &Tools, lab: &mut Lab, mirror_mode: &MirrorMode) -> Result<()> {
 fn panicked() -> LabError {
     LabError::Spawn {
         program: "node setup thread".into(),
-        source: std::io::Error::other("panicked"),
+        error: std::io::Error::other("panicked"),
     }
 }
 
