@@ -107,8 +107,14 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn up(name: String, nodes: usize) -> anyhow::Result<ExitCode> {
-    let installer =
-        std::env::current_exe().map_err(|e| LabError::InstallerBinary(e.to_string()))?;
+    // the running binary itself, by inode: the path may be replaced (a rebuild) before the
+    // daemon starts, and `lab up` is still running when it does
+    let installer = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    if !installer.exists() {
+        return Err(
+            LabError::InstallerBinary(format!("{} is missing", installer.display())).into(),
+        );
+    }
     let opts = UpOptions {
         name,
         nodes,

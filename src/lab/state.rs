@@ -209,11 +209,12 @@ impl Lab {
 
     /// Write the state file atomically.
     pub fn save(&self) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|error| LabError::State {
-            name: self.name.clone(),
-            path: self.state_file(),
-            error,
-        })?;
+        let json =
+            serde_json::to_vec_pretty(&StateFile::of(self)).map_err(|error| LabError::State {
+                name: self.name.clone(),
+                path: self.state_file(),
+                error,
+            })?;
         sys::write_atomic(&self.state_file(), &json)
     }
 
@@ -238,6 +239,39 @@ impl Lab {
             path: path.to_path_buf(),
             error,
         })
+    }
+}
+
+/// What `state.json` holds: the [`Lab`] plus, for people and scripts reading it, the
+/// namespaces, the root-namespace link and the pid files of every process the lab started (pids
+/// themselves live in those files, because sshd can be restarted). Extra keys are ignored on load.
+#[derive(Serialize)]
+struct StateFile<'a> {
+    #[serde(flatten)]
+    lab: &'a Lab,
+    namespaces: Vec<&'a str>,
+    links: Vec<&'a str>,
+    pid_files: Vec<PathBuf>,
+}
+
+impl<'a> StateFile<'a> {
+    fn of(lab: &'a Lab) -> Self {
+        let mut namespaces = vec![lab.bridge_netns.as_str()];
+        namespaces.extend(lab.nodes.iter().map(|n| n.netns.as_str()));
+        let mut pid_files = vec![lab.etcd_pid_file()];
+        if lab.mirror_daemon {
+            pid_files.push(lab.mirror_pid_file());
+        }
+        for n in &lab.nodes {
+            pid_files.push(n.holder_pid_file());
+            pid_files.push(n.sshd_pid_file());
+        }
+        StateFile {
+            lab,
+            namespaces,
+            links: vec![lab.host_link.as_str()],
+            pid_files,
+        }
     }
 }
 
