@@ -25,8 +25,43 @@ fn skip(test: &str) -> bool {
     }
 }
 
+/// Whether the binary under test is this tree's installer. Helpers that share
+/// one CARGO_TARGET_DIR overwrite `target/debug/installer` with their own builds; CLI tests skip
+/// with a notice then instead of failing on a stranger's binary.
+/// The installer binary under test: `INSTALLER_TEST_BIN` when set (a copy taken right after
+/// building, immune to other trees' builds), else the one cargo built.
+fn bin() -> String {
+    std::env::var("INSTALLER_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_installer").into())
+}
+
+fn cli_skip(test: &str) -> bool {
+    if skip(test) {
+        return true;
+    }
+    let bin = bin();
+    let ours = Command::new(&bin)
+        .args(["lab", "up", "--help"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--nodes")
+        });
+    if !ours {
+        eprintln!("skipping {test}: {bin} is not this tree's installer (shared target dir?)");
+    }
+    !ours
+}
+
+/// Removes a lab by name when dropped, so a failing CLI test does not leave its lab behind.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = installer::lab::down::down_by_name(&self.0);
+    }
+}
+
 fn installer() -> AssertCommand {
-    AssertCommand::new(env!("CARGO_BIN_EXE_installer"))
+    AssertCommand::new(bin())
 }
 
 fn unique(prefix: &str) -> String {
@@ -115,7 +150,7 @@ fn lab_nodes_answer_ssh_and_have_own_filesystem_view_root() {
     if skip("lab_nodes_answer_ssh_and_have_own_filesystem_view_root") {
         return;
     }
-    let _shared = CLEANLINESS.read().unwrap();
+    let _shared = CLEANLINESS.read().unwrap_or_else(|e| e.into_inner());
     let lab = LabGuard::up(3).unwrap();
     assert_eq!(lab.nodes.len(), 3);
 
@@ -234,7 +269,7 @@ fn libssh2_authenticates_with_lab_key_and_known_hosts_root() {
     if skip("libssh2_authenticates_with_lab_key_and_known_hosts_root") {
         return;
     }
-    let _shared = CLEANLINESS.read().unwrap();
+    let _shared = CLEANLINESS.read().unwrap_or_else(|e| e.into_inner());
     let lab = LabGuard::up(1).unwrap();
     let node = &lab.nodes[0];
     let tcp = TcpStream::connect((node.ip, 22)).unwrap();
@@ -267,7 +302,7 @@ fn sshd_stop_start_and_host_key_change_root() {
     if skip("sshd_stop_start_and_host_key_change_root") {
         return;
     }
-    let _shared = CLEANLINESS.read().unwrap();
+    let _shared = CLEANLINESS.read().unwrap_or_else(|e| e.into_inner());
     let lab = LabGuard::up(2).unwrap();
     let node2 = &lab.nodes[1];
 
@@ -305,7 +340,7 @@ fn two_labs_coexist_root() {
     if skip("two_labs_coexist_root") {
         return;
     }
-    let _shared = CLEANLINESS.read().unwrap();
+    let _shared = CLEANLINESS.read().unwrap_or_else(|e| e.into_inner());
     let a = LabGuard::up(2).unwrap();
     let b = LabGuard::up(2).unwrap();
     assert_ne!(a.index, b.index);
@@ -328,11 +363,12 @@ fn two_labs_coexist_root() {
 
 #[test]
 fn cli_up_status_down_leaves_nothing_root() {
-    if skip("cli_up_status_down_leaves_nothing_root") {
+    if cli_skip("cli_up_status_down_leaves_nothing_root") {
         return;
     }
-    let _exclusive = CLEANLINESS.write().unwrap();
+    let _exclusive = CLEANLINESS.write().unwrap_or_else(|e| e.into_inner());
     let name = unique("cli");
+    let _cleanup = Cleanup(name.clone());
     let start = Instant::now();
     let up = installer()
         .args(["lab", "up", "--nodes", "2", "--name", &name])
@@ -395,11 +431,12 @@ fn cli_up_status_down_leaves_nothing_root() {
 
 #[test]
 fn down_without_state_file_root() {
-    if skip("down_without_state_file_root") {
+    if cli_skip("down_without_state_file_root") {
         return;
     }
-    let _exclusive = CLEANLINESS.write().unwrap();
+    let _exclusive = CLEANLINESS.write().unwrap_or_else(|e| e.into_inner());
     let name = unique("lost");
+    let _cleanup = Cleanup(name.clone());
     installer()
         .args(["lab", "up", "--nodes", "2", "--name", &name])
         .assert()
@@ -415,12 +452,13 @@ fn down_without_state_file_root() {
 
 #[test]
 fn killed_up_is_rebuilt_and_removed_root() {
-    if skip("killed_up_is_rebuilt_and_removed_root") {
+    if cli_skip("killed_up_is_rebuilt_and_removed_root") {
         return;
     }
-    let _exclusive = CLEANLINESS.write().unwrap();
+    let _exclusive = CLEANLINESS.write().unwrap_or_else(|e| e.into_inner());
     let name = unique("crash");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_installer"))
+    let _cleanup = Cleanup(name.clone());
+    let mut child = Command::new(bin())
         .args(["lab", "up", "--nodes", "4", "--name", &name])
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -472,7 +510,7 @@ fn guard_removes_lab_when_test_panics_root() {
     if skip("guard_removes_lab_when_test_panics_root") {
         return;
     }
-    let _exclusive = CLEANLINESS.write().unwrap();
+    let _exclusive = CLEANLINESS.write().unwrap_or_else(|e| e.into_inner());
     let (name, index) = std::thread::spawn(|| {
         let lab = LabGuard::up(1).unwrap();
         let id = (lab.name.clone(), lab.index);
@@ -490,11 +528,11 @@ fn guard_removes_lab_when_test_panics_root() {
 
 #[test]
 fn not_root_gets_one_clear_message_root() {
-    if skip("not_root_gets_one_clear_message_root") {
+    if cli_skip("not_root_gets_one_clear_message_root") {
         return;
     }
     // setpriv (util-linux) drops to nobody; the binary must be reachable by that user
-    let bin = env!("CARGO_BIN_EXE_installer");
+    let bin = bin();
     let readable = Command::new("setpriv")
         .args([
             "--reuid=nobody",
@@ -502,7 +540,7 @@ fn not_root_gets_one_clear_message_root() {
             "--clear-groups",
             "test",
             "-x",
-            bin,
+            &bin,
         ])
         .status()
         .is_ok_and(|s| s.success());
@@ -511,7 +549,7 @@ fn not_root_gets_one_clear_message_root() {
         return;
     }
     let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", bin])
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", &bin])
         .args(["lab", "up", "--name", "never"])
         .output()
         .unwrap();
@@ -526,10 +564,11 @@ fn failed_up_removes_what_it_made_root() {
     if skip("failed_up_removes_what_it_made_root") {
         return;
     }
-    let _exclusive = CLEANLINESS.write().unwrap();
+    let _exclusive = CLEANLINESS.write().unwrap_or_else(|e| e.into_inner());
     let before = (listing("/run/netns"), listing("/sys/class/net"));
     // a mirror "binary" that exits at once: up fails at its last step, after nodes and etcd
     let name = unique("fail");
+    let _cleanup = Cleanup(name.clone());
     let opts = UpOptions {
         name: name.clone(),
         nodes: 2,
@@ -545,7 +584,7 @@ fn failed_up_removes_what_it_made_root() {
 
 #[test]
 fn missing_packages_named_in_one_message_root() {
-    if skip("missing_packages_named_in_one_message_root") {
+    if cli_skip("missing_packages_named_in_one_message_root") {
         return;
     }
     // hide sshd, etcd and the Debian CNI plugins in a private mount namespace, then run `lab up`
@@ -573,7 +612,7 @@ fn missing_packages_named_in_one_message_root() {
             &script,
             "sh",
         ])
-        .arg(env!("CARGO_BIN_EXE_installer"))
+        .arg(bin())
         .args(["lab", "up", "--name", "never-made"])
         .output()
         .unwrap();
@@ -586,4 +625,27 @@ fn missing_packages_named_in_one_message_root() {
     assert_eq!(err.matches("the lab needs packages").count(), 1, "{err}");
     assert!(!err.contains("iproute2"), "{err}");
     assert!(!Path::new("/run/installer-lab/never-made").exists());
+}
+
+#[test]
+fn guard_removes_labs_of_dead_test_processes_root() {
+    if skip("guard_removes_labs_of_dead_test_processes_root") {
+        return;
+    }
+    let _shared = CLEANLINESS.read().unwrap_or_else(|e| e.into_inner());
+    // a lab named like a guard lab of a process that has exited
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let orphan = format!("t{dead}-0");
+    let _cleanup = Cleanup(orphan.clone());
+    let lab = Lab::up(&UpOptions::new(orphan.clone(), 1)).unwrap();
+    assert!(lab.status().healthy());
+    let guard = LabGuard::up(1).unwrap();
+    assert!(
+        Lab::load(&orphan).is_err(),
+        "orphaned guard lab {orphan} is still there"
+    );
+    assert_eq!(remains_of_name(&orphan), Vec::<String>::new());
+    assert!(guard.status().healthy());
 }

@@ -2,9 +2,9 @@
 //! test panics).
 
 use super::error::Result;
-use super::prereq;
-use super::state::Lab;
+use super::state::{self, Lab};
 use super::up::UpOptions;
+use super::{down, prereq, sys};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A lab that exists as long as this value. Dereferences to [`Lab`].
@@ -26,8 +26,10 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl LabGuard {
     /// Bring up a lab of `nodes` nodes under a fresh name (`t<pid>-<n>`); its mirror runs in
-    /// this process.
+    /// this process. Guard labs left behind by test processes that died (killed by a timeout,
+    /// say) are removed first, so they never use up the lab slots.
     pub fn up(nodes: usize) -> Result<LabGuard> {
+        remove_orphans();
         let name = format!(
             "t{}-{}",
             std::process::id(),
@@ -56,6 +58,24 @@ impl LabGuard {
     /// The lab.
     pub fn lab(&self) -> &Lab {
         &self.lab
+    }
+}
+
+/// Remove guard labs (`t<pid>-<n>`) whose process is gone.
+fn remove_orphans() {
+    for name in state::lab_dirs() {
+        let Some(pid) = name
+            .strip_prefix('t')
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<usize>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if !sys::pid_alive(pid)
+            && let Err(e) = down::down_by_name(&name)
+        {
+            eprintln!("removing orphaned test lab {name}: {e}");
+        }
     }
 }
 
