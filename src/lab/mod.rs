@@ -34,6 +34,7 @@ pub use status::LabStatus;
 pub use up::{MirrorMode, UpOptions, UpReport};
 
 use clap::Subcommand;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -122,14 +123,17 @@ fn up(name: String, nodes: usize) -> anyhow::Result<ExitCode> {
     };
     let report = Lab::up_report(&opts)?;
     let lab = &report.lab;
+    let mut out = String::new();
     if report.reused {
-        println!(
+        let _ = writeln!(
+            out,
             "lab {:?} is already up ({} nodes); nothing to do",
             lab.name,
             lab.nodes.len()
         );
     } else {
-        println!(
+        let _ = writeln!(
+            out,
             "lab {:?} is up: {} nodes in {:.1}s",
             lab.name,
             lab.nodes.len(),
@@ -137,7 +141,8 @@ fn up(name: String, nodes: usize) -> anyhow::Result<ExitCode> {
         );
     }
     for n in &lab.nodes {
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<14} {:<14} netns {:<8} [{}]",
             n.name,
             n.ip.to_string(),
@@ -145,18 +150,19 @@ fn up(name: String, nodes: usize) -> anyhow::Result<ExitCode> {
             n.groups.join(", ")
         );
     }
-    println!("etcd:        {}", lab.etcd_endpoint);
-    println!(
+    let _ = writeln!(out, "etcd:        {}", lab.etcd_endpoint);
+    let _ = writeln!(
+        out,
         "mirror:      {} (sha256 {})",
         lab.cni_tarball_url, lab.cni_sha256
     );
-    println!("inventory:   {}", lab.inventory_path.display());
-    println!("known_hosts: {}", lab.known_hosts_path.display());
+    let _ = writeln!(out, "inventory:   {}", lab.inventory_path.display());
+    let _ = writeln!(out, "known_hosts: {}", lab.known_hosts_path.display());
     if let Some(first) = lab.nodes.first() {
-        let ssh: Vec<String> = lab.ssh_argv(first);
-        println!("ssh:         {}", ssh.join(" "));
+        let _ = writeln!(out, "ssh:         {}", lab.ssh_argv(first).join(" "));
     }
-    println!("remove it:   installer lab down --name {}", lab.name);
+    let _ = writeln!(out, "remove it:   installer lab down --name {}", lab.name);
+    emit(&out);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -170,6 +176,7 @@ fn down(name: &str, all: bool) -> anyhow::Result<ExitCode> {
         vec![down::down_by_name(name)?]
     };
     let mut clean = true;
+    let mut out = String::new();
     for r in &reports {
         let label = if r.name.is_empty() {
             "leftovers without a lab name".to_string()
@@ -177,10 +184,11 @@ fn down(name: &str, all: bool) -> anyhow::Result<ExitCode> {
             format!("lab {:?}", r.name)
         };
         if !r.found {
-            println!("{label}: nothing to remove");
+            let _ = writeln!(out, "{label}: nothing to remove");
             continue;
         }
-        println!(
+        let _ = writeln!(
+            out,
             "{label} removed: {} processes stopped, namespaces [{}] deleted",
             r.killed,
             r.namespaces.join(" ")
@@ -191,8 +199,9 @@ fn down(name: &str, all: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if all && reports.is_empty() {
-        println!("no labs");
+        let _ = writeln!(out, "no labs");
     }
+    emit(&out);
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
@@ -203,13 +212,20 @@ fn down(name: &str, all: bool) -> anyhow::Result<ExitCode> {
 fn status(name: &str, output: Format) -> anyhow::Result<ExitCode> {
     let lab = Lab::load(name)?;
     let status = lab.status();
-    match output {
-        Format::Text => println!("{status}"),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-    }
+    let text = match output {
+        Format::Text => format!("{status}\n"),
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&status)?),
+    };
+    emit(&text);
     Ok(if status.healthy() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Print command output; a closed stdout (`| head`) is not worth a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
