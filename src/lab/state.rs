@@ -1,7 +1,8 @@
 //! The lab's description and its state file.
 //!
-//! Every lab lives in `/run/installer-lab/<name>/` (tmpfs, so it vanishes with the namespaces and
-//! processes at reboot). The state file `state.json` is the serialised [`Lab`]; it is written
+//! Every lab lives in `/run/installer-lab/<name>/` (`/run` is normally a tmpfs, so it vanishes
+//! at reboot with the namespaces and processes; where it is not, the next `lab up` of the name
+//! finds the stale lab unhealthy and rebuilds it, and `lab down --all` clears everything). The state file `state.json` is the serialised [`Lab`]; it is written
 //! before anything is created, so `lab down` knows the index even after a crash, and again when
 //! the lab is complete. Pids live in pid files next to it (daemons rewrite them on restart).
 //!
