@@ -141,6 +141,32 @@ fn host_matches_ansible_inventory() {
 }
 
 #[test]
+fn groups_and_magic_vars_match_ansible() {
+    for spec in fixtures() {
+        let (inv, expected) = load(&spec);
+        let want: Vec<(String, Vec<String>)> = expected["groups"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(g, hs)| (g.clone(), serde_json::from_value(hs.clone()).unwrap()))
+            .collect();
+        let got: Vec<(String, Vec<String>)> = inv.groups_map().into_iter().collect();
+        assert_eq!(got, want, "{}: groups", spec.display());
+        for (g, hs) in &want {
+            assert_eq!(inv.group_hosts(g).as_ref(), Some(hs));
+        }
+        let magic = expected["magic"].as_object().unwrap();
+        assert_eq!(magic.len(), inv.hosts().len());
+        for (host, want) in magic {
+            let got = inv.magic_vars(host).unwrap();
+            assert_eq!(got["group_names"], want["group_names"], "{host}");
+            assert_eq!(got["inventory_hostname_short"], want["inventory_hostname_short"], "{host}");
+            assert_eq!(Value::from(inv.group_names(host)), want["group_names"]);
+        }
+    }
+}
+
+#[test]
 fn patterns_match_ansible_list_hosts() {
     let mut checked = 0;
     for spec in fixtures() {
