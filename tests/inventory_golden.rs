@@ -160,7 +160,10 @@ fn groups_and_magic_vars_match_ansible() {
         for (host, want) in magic {
             let got = inv.magic_vars(host).unwrap();
             assert_eq!(got["group_names"], want["group_names"], "{host}");
-            assert_eq!(got["inventory_hostname_short"], want["inventory_hostname_short"], "{host}");
+            assert_eq!(
+                got["inventory_hostname_short"], want["inventory_hostname_short"],
+                "{host}"
+            );
             assert_eq!(Value::from(inv.group_names(host)), want["group_names"]);
         }
     }
