@@ -100,7 +100,13 @@ pub fn describe_error(err: &minijinja::Error) -> String {
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         msg.push_str("; caused by: ");
-        msg.push_str(&c.to_string());
+        // keep it one paragraph: some causes (regex parse errors) span several lines
+        msg.push_str(
+            &c.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         cause = c.source();
     }
     msg

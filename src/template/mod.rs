@@ -85,7 +85,11 @@ fn environment_with_syntax(
         }
         Ok(())
     });
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(|state, value, method, args| {
+        // `nope.rstrip(',')`: report the undefined variable, not a missing method
+        args::ensure_defined(state, value)?;
+        minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+    });
 
     env.add_filter("bool", filters::bool_filter);
     env.add_filter("int", filters::int_filter);
@@ -121,6 +125,9 @@ fn environment_with_syntax(
     env.add_filter("ipv6", ipaddr::ipv6);
     env.add_test("version", version::version_test);
     env.add_test("version_compare", version::version_test);
+    env.add_test("regex", regex::regex_test);
+    env.add_test("match", regex::match_test);
+    env.add_test("search", regex::search_test);
     env
 }
 

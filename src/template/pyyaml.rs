@@ -151,6 +151,16 @@ fn is_break(c: char) -> bool {
     matches!(c, '\n' | '\u{85}' | '\u{2028}' | '\u{2029}')
 }
 
+/// libyaml's `IS_PRINTABLE`: LF, ASCII printables, U+00A0..U+D7FF and U+E000..U+FFFD
+/// except the BOM. (Characters beyond the BMP and NEL are *not* printable for libyaml,
+/// so they end up escaped in double quotes.)
+fn libyaml_printable(c: char) -> bool {
+    c == '\n'
+        || (' '..='~').contains(&c)
+        || ('\u{a0}'..='\u{d7ff}').contains(&c)
+        || (('\u{e000}'..='\u{fffd}').contains(&c) && c != '\u{feff}')
+}
+
 fn is_blank_or_end(c: Option<char>) -> bool {
     matches!(
         c,
@@ -212,15 +222,8 @@ fn analyze(s: &str) -> Analysis {
         if is_break(ch) {
             line_breaks = true;
         }
-        if !(ch == '\n' || (' '..='~').contains(&ch)) {
-            let printable_unicode = (ch == '\u{85}'
-                || ('\u{a0}'..='\u{d7ff}').contains(&ch)
-                || ('\u{e000}'..='\u{fffd}').contains(&ch)
-                || ('\u{10000}'..'\u{10ffff}').contains(&ch))
-                && ch != '\u{feff}';
-            if !printable_unicode {
-                special = true;
-            }
+        if !libyaml_printable(ch) {
+            special = true;
         }
         if ch == ' ' {
             leading_space |= i == 0;
@@ -339,7 +342,8 @@ impl Emitter {
         match node {
             Node::Scalar { text, .. } => {
                 let a = analyze(text);
-                text.chars().count() < 128 && !a.empty && !a.multiline
+                // libyaml (unlike PyYAML's pure-Python emitter) accepts empty simple keys
+                text.chars().count() < 128 && !a.multiline
             }
             Node::Seq { items, .. } => items.is_empty(),
             Node::Map { pairs, .. } => pairs.is_empty(),
@@ -568,17 +572,9 @@ impl Emitter {
     fn write_double_quoted(&mut self, text: &str, split: bool) {
         self.write_indicator("\"", true, false, false);
         let chars: Vec<char> = text.chars().collect();
-        let printable = |c: char| {
-            c == '\n'
-                || (' '..='~').contains(&c)
-                || c == '\u{85}'
-                || ('\u{a0}'..='\u{d7ff}').contains(&c)
-                || (('\u{e000}'..='\u{fffd}').contains(&c) && c != '\u{feff}')
-                || c >= '\u{10000}'
-        };
         let mut spaces = false;
         for (i, &c) in chars.iter().enumerate() {
-            if !printable(c) || c == '\u{feff}' || is_break(c) || c == '"' || c == '\\' {
+            if !libyaml_printable(c) || is_break(c) || c == '\r' || c == '"' || c == '\\' {
                 let esc = match c {
                     '\0' => "\\0".to_string(),
                     '\x07' => "\\a".into(),

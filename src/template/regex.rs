@@ -302,3 +302,77 @@ pub fn regex_findall(
         .collect();
     Ok(Value::from(out))
 }
+
+fn regex_test_impl(
+    state: &State,
+    value: &Value,
+    args: &[Value],
+    kwargs: &Kwargs,
+    default_type: &str,
+) -> Result<bool, Error> {
+    let text = text_of(state, value)?;
+    let [pattern, ignorecase, multiline, match_type] = bind(
+        "regex",
+        ["pattern", "ignorecase", "multiline", "match_type"],
+        args,
+        kwargs,
+    )?;
+    let pattern = pattern.map(|p| py_str(&p)).unwrap_or_default();
+    let match_type = match match_type {
+        Some(m) => py_str(&m),
+        None => default_type.to_string(),
+    };
+    let anchored = match match_type.as_str() {
+        "search" => pattern,
+        "match" => format!(r"\A(?:{pattern})"),
+        "fullmatch" => format!(r"\A(?:{pattern})\z"),
+        other => {
+            return Err(invalid(format!(
+                "regex test: match_type must be search, match or fullmatch, got {other:?}"
+            )));
+        }
+    };
+    let re = compile(
+        "regex",
+        &anchored,
+        flag(&ignorecase, false),
+        flag(&multiline, false),
+    )?;
+    Ok(re.is_match(&text))
+}
+
+/// Test `regex(pattern, ignorecase=False, multiline=False, match_type='search')`.
+pub fn regex_test(
+    state: &State,
+    value: &Value,
+    args: &[Value],
+    kwargs: Kwargs,
+) -> Result<bool, Error> {
+    regex_test_impl(state, value, args, &kwargs, "search")
+}
+
+/// Test `match(pattern, ignorecase=False, multiline=False)`: Python `re.match` (anchored at the start).
+pub fn match_test(
+    state: &State,
+    value: &Value,
+    args: &[Value],
+    kwargs: Kwargs,
+) -> Result<bool, Error> {
+    if kwargs.has("match_type") {
+        return Err(invalid("match test does not take match_type"));
+    }
+    regex_test_impl(state, value, args, &kwargs, "match")
+}
+
+/// Test `search(pattern, ignorecase=False, multiline=False)`: Python `re.search`.
+pub fn search_test(
+    state: &State,
+    value: &Value,
+    args: &[Value],
+    kwargs: Kwargs,
+) -> Result<bool, Error> {
+    if kwargs.has("match_type") {
+        return Err(invalid("search test does not take match_type"));
+    }
+    regex_test_impl(state, value, args, &kwargs, "search")
+}
