@@ -139,3 +139,22 @@ fn values_print_like_python() {
         "[] ['a', 1, None, True, 1.5] {'z': 1, 'a': 2} 1e+16 0.5"
     );
 }
+
+#[test]
+fn jinja2_override_line_keeps_caller_customisation() {
+    let mut env = environment();
+    env.add_global("cluster", "k8s-01");
+    let src = "#jinja2: trim_blocks: False, lstrip_blocks: True\n  {% if true %}\n{{ cluster }}\n  {% endif %}\n";
+    let out = render_str(&env, "t.j2", src, ctx(serde_json::json!({}))).unwrap();
+    // checked with ansible-core 2.14.4 Templar.do_template
+    assert_eq!(out, "\nk8s-01\n");
+    // the caller's environment is unchanged afterwards
+    let out = render_str(
+        &env,
+        "t.j2",
+        "{% if true %}\n{{ cluster }}\n{% endif %}\n",
+        ctx(serde_json::json!({})),
+    )
+    .unwrap();
+    assert_eq!(out, "k8s-01\n");
+}

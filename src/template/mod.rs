@@ -55,23 +55,14 @@ pub use pyliteral::{LiteralError, parse as parse_python_literal};
 /// algorithm. Render through those functions to get Ansible's output byte for byte
 /// (`{{ x }}\n` with `x = "v\n"` gives `v\n`, not `v\n\n`).
 pub fn environment() -> Environment<'static> {
-    environment_with_syntax(true, false, false)
-}
-
-fn environment_with_syntax(
-    trim_blocks: bool,
-    lstrip_blocks: bool,
-    keep_trailing_newline: bool,
-) -> Environment<'static> {
     let mut env = Environment::new();
-    if let Ok(syntax) = SyntaxConfig::builder()
-        .trim_blocks(trim_blocks)
-        .lstrip_blocks(lstrip_blocks)
-        .keep_trailing_newline(keep_trailing_newline)
+    let syntax = SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(false)
+        .keep_trailing_newline(false)
         .build()
-    {
-        env.set_syntax(syntax);
-    }
+        .expect("default delimiters are always valid");
+    env.set_syntax(syntax);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_debug(true);
@@ -141,9 +132,10 @@ const OVERRIDE_PREFIX: &str = "#jinja2:";
 /// Applies a leading `#jinja2: trim_blocks: False, ...` line as Ansible does: the
 /// line is removed and the listed settings change for this template only.
 fn apply_overrides<'a>(
+    env: &Environment<'_>,
     name: &str,
     source: &'a str,
-) -> Result<Option<(Environment<'static>, &'a str)>, TemplateError> {
+) -> Result<Option<(SyntaxConfig, &'a str)>, TemplateError> {
     let Some(rest) = source.strip_prefix(OVERRIDE_PREFIX) else {
         return Ok(None);
     };
@@ -151,12 +143,17 @@ fn apply_overrides<'a>(
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, ""),
     };
-    let (mut trim, mut lstrip, mut keep) = (true, false, false);
+    let current = env.syntax();
+    let (mut trim, mut lstrip, mut keep) = (
+        current.trim_blocks(),
+        current.lstrip_blocks(),
+        current.keep_trailing_newline(),
+    );
+    let bad = |detail: String| TemplateError::Override {
+        name: name.to_string(),
+        detail,
+    };
     for pair in line.split(',') {
-        let bad = |detail: String| TemplateError::Override {
-            name: name.to_string(),
-            detail,
-        };
         let (key, val) = pair
             .split_once(':')
             .ok_or_else(|| bad(format!("'{}' is not key: value", pair.trim())))?;
@@ -173,7 +170,14 @@ fn apply_overrides<'a>(
             other => return Err(bad(format!("unsupported key '{other}'"))),
         }
     }
-    Ok(Some((environment_with_syntax(trim, lstrip, keep), body)))
+    let syntax = current
+        .to_builder()
+        .trim_blocks(trim)
+        .lstrip_blocks(lstrip)
+        .keep_trailing_newline(keep)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Some((syntax, body)))
 }
 
 fn trailing_newlines(s: &str) -> usize {
@@ -189,9 +193,15 @@ fn render_like_ansible(
     ctx: Value,
 ) -> Result<String, TemplateError> {
     let data_newlines = trailing_newlines(source);
-    let overridden = apply_overrides(name, source)?;
-    let (env, body) = match &overridden {
-        Some((e, body)) => (e, *body),
+    let overridden = apply_overrides(env, name, source)?;
+    let with_override;
+    let (env, body) = match overridden {
+        Some((syntax, body)) => {
+            let mut e = env.clone();
+            e.set_syntax(syntax);
+            with_override = e;
+            (&with_override, body)
+        }
         None => (env, source),
     };
     // Jinja2's lexer turns \r\n and \r into \n everywhere in the template text.

@@ -495,3 +495,26 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod roundtrip {
+    use super::parse;
+    use crate::template::pyfmt::{float_repr, str_repr};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Ansible 2.14 turns list/dict output back into data with literal_eval; our
+        /// repr + parse must round-trip every string and float exactly.
+        #[test]
+        fn strings_round_trip(s in "\\PC*|[\\x00-\\x1f'\"\\\\\u{a0}\u{2028}\u{feff}a-z]*") {
+            let v = parse(&str_repr(&s)).unwrap();
+            prop_assert_eq!(v.as_str(), Some(s.as_str()));
+        }
+
+        #[test]
+        fn floats_round_trip(f in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            let v = parse(&float_repr(f)).unwrap();
+            prop_assert_eq!(f64::try_from(v).unwrap().to_bits(), f.to_bits());
+        }
+    }
+}
