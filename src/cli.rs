@@ -75,9 +75,6 @@ pub struct InventoryArgs {
     /// One host's merged variables, as JSON.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
-    /// Restrict --list/--graph to hosts matching an Ansible host pattern.
-    #[arg(short = 'l', long, value_name = "PATTERN")]
-    pub limit: Option<String>,
 }
 
 /// Output format for commands with a machine-readable form.
@@ -115,7 +112,12 @@ pub struct RenderArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Write the outputs under DIR (cluster/, hosts/<host>/…, etcd/…) instead of printing.
-    #[arg(short = 'o', long = "output-dir", value_name = "DIR", conflicts_with = "dry_run")]
+    #[arg(
+        short = 'o',
+        long = "output-dir",
+        value_name = "DIR",
+        conflicts_with = "dry_run"
+    )]
     pub output_dir: Option<PathBuf>,
     /// Only this host's per-host files (cluster-wide outputs are still shown).
     #[arg(long, value_name = "HOST")]
@@ -197,16 +199,18 @@ impl Project {
 }
 
 fn run_inventory(args: InventoryArgs) -> Result<ExitCode> {
-    let mut inventory = load_inventory(&args.inventory)?;
-    if let Some(pattern) = &args.limit {
-        let keep = inventory.select(pattern)?;
-        inventory = inventory.restricted_to(&keep);
-    }
+    let inventory = load_inventory(&args.inventory)?;
     let mut out = std::io::stdout().lock();
     if args.list {
-        writeln!(out, "{}", serde_json::to_string_pretty(&inventory.to_list_json())?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&inventory.to_list_json())?
+        )?;
     } else if let Some(group) = &args.graph {
-        let text = inventory.graph(Some(group))?;
+        let text = inventory
+            .graph(Some(group))
+            .with_context(|| format!("no group '{group}' in {}", args.inventory.display()))?;
         write!(out, "{text}")?;
     } else if let Some(host) = &args.host {
         let json = inventory
@@ -242,7 +246,11 @@ fn run_vars(args: VarsArgs) -> Result<ExitCode> {
                     );
                 }
                 OutputFormat::Text => {
-                    writeln!(out, "{name} = {}    # {layer}", serde_json::to_string(&value)?)?;
+                    writeln!(
+                        out,
+                        "{name} = {}    # {layer}",
+                        serde_json::to_string(&value)?
+                    )?;
                 }
             },
             Err(e) => {
@@ -284,7 +292,8 @@ fn run_render(args: RenderArgs) -> Result<ExitCode> {
         );
     }
     let specs = crate::network::flannel::outputs(&cluster);
-    let rendered = crate::render::render_all(&cluster, &project.vars, &specs, args.host.as_deref())?;
+    let rendered =
+        crate::render::render_all(&cluster, &project.vars, &specs, args.host.as_deref())?;
     match &args.output_dir {
         Some(dir) => {
             let written = crate::render::write_tree(&rendered, dir)?;
@@ -328,7 +337,13 @@ fn render_single_template(project: &mut Project, template: &str, host: &str) -> 
         bail!(
             "template {template:?} is neither a file nor a template of role {} (has: {})",
             project.role.name,
-            project.role.templates.keys().cloned().collect::<Vec<_>>().join(", ")
+            project
+                .role
+                .templates
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     };
     let text = project.vars.render_template(host, &name)?;

@@ -228,7 +228,7 @@ impl Reader<'_> {
 
     fn boolean(&mut self, name: &str) -> Option<bool> {
         let v = self.json(name)?;
-        match crate::template::ansible_bool(&v) {
+        match strict_bool(&v) {
             Some(b) => Some(b),
             None => {
                 let at = self.where_set(name);
@@ -265,9 +265,15 @@ impl Cluster {
             source_name: source_name.clone(),
             problems,
         };
-        let masters = find_group(inventory, MASTER_GROUPS).map(|(_, h)| h).unwrap_or_default();
-        let workers = find_group(inventory, NODE_GROUPS).map(|(_, h)| h).unwrap_or_default();
-        let etcd_hosts = find_group(inventory, ETCD_GROUPS).map(|(_, h)| h).unwrap_or_default();
+        let masters = find_group(inventory, MASTER_GROUPS)
+            .map(|(_, h)| h)
+            .unwrap_or_default();
+        let workers = find_group(inventory, NODE_GROUPS)
+            .map(|(_, h)| h)
+            .unwrap_or_default();
+        let etcd_hosts = find_group(inventory, ETCD_GROUPS)
+            .map(|(_, h)| h)
+            .unwrap_or_default();
         let Some(first_master) = masters.first().cloned() else {
             return Err(invalid(vec![Problem {
                 message: format!(
@@ -328,7 +334,10 @@ impl Cluster {
             Some(_) => Some(Backend::HostGw),
             None => None,
         };
-        let datastore = match r.choice("FLANNEL_DATASTORE", &["kubernetes", "etcd"]).as_deref() {
+        let datastore = match r
+            .choice("FLANNEL_DATASTORE", &["kubernetes", "etcd"])
+            .as_deref()
+        {
             Some("etcd") => {
                 let endpoints: Vec<String> = r
                     .string("ETCD_ENDPOINTS")
@@ -402,7 +411,10 @@ impl Cluster {
                 }
             }
             if let Some(IpAddr::V4(ip)) = a.ip {
-                for (name, net) in [("CLUSTER_CIDR", cluster_cidr), ("SERVICE_CIDR", service_cidr)] {
+                for (name, net) in [
+                    ("CLUSTER_CIDR", cluster_cidr),
+                    ("SERVICE_CIDR", service_cidr),
+                ] {
                     if let Some(net) = net
                         && net.contains(&ip)
                     {
@@ -415,7 +427,12 @@ impl Cluster {
             }
         }
         // Cluster-wide settings must agree on every node (a host-line override would split it).
-        for name in ["CLUSTER_CIDR", "FLANNEL_BACKEND", "FLANNEL_DATASTORE", "NODE_CIDR_LEN"] {
+        for name in [
+            "CLUSTER_CIDR",
+            "FLANNEL_BACKEND",
+            "FLANNEL_DATASTORE",
+            "NODE_CIDR_LEN",
+        ] {
             let Ok(reference) = vars.resolve_json(&first_master, name) else {
                 continue;
             };
@@ -441,22 +458,26 @@ impl Cluster {
             agent,
             ip_masq,
         ) {
-            (Some(cc), Some(sc), Some(len), Some(backend), Some(datastore), Some(agent), Some(ip_masq))
-                if problems.is_empty() =>
-            {
-                Ok(Cluster {
-                    network_plugin,
-                    cluster_cidr: cc,
-                    service_cidr: sc,
-                    node_cidr_len: len as u8,
-                    backend,
-                    datastore,
-                    agent,
-                    ip_masq,
-                    nodes,
-                    etcd_hosts,
-                })
-            }
+            (
+                Some(cc),
+                Some(sc),
+                Some(len),
+                Some(backend),
+                Some(datastore),
+                Some(agent),
+                Some(ip_masq),
+            ) if problems.is_empty() => Ok(Cluster {
+                network_plugin,
+                cluster_cidr: cc,
+                service_cidr: sc,
+                node_cidr_len: len as u8,
+                backend,
+                datastore,
+                agent,
+                ip_masq,
+                nodes,
+                etcd_hosts,
+            }),
             _ => Err(invalid(problems)),
         }
     }
@@ -470,4 +491,23 @@ impl Cluster {
 /// Whether two networks share any address.
 pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// A boolean as an operator would write it (Ansible's `bool` filter spellings), or None for
+/// anything else, so that a typo is reported instead of silently meaning false.
+pub fn strict_bool(v: &Json) -> Option<bool> {
+    match v {
+        Json::Bool(b) => Some(*b),
+        Json::Number(n) => match n.as_i64() {
+            Some(1) => Some(true),
+            Some(0) => Some(false),
+            _ => None,
+        },
+        Json::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" | "y" => Some(true),
+            "false" | "no" | "off" | "0" | "n" | "" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
 }

@@ -109,7 +109,10 @@ impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Destination::Cluster { deploy_path } => {
-                write!(f, "cluster objects (kept on the deploy host as {deploy_path})")
+                write!(
+                    f,
+                    "cluster objects (kept on the deploy host as {deploy_path})"
+                )
             }
             Destination::HostFile { host, path, mode } => {
                 write!(f, "{host}:{path} (root:root {mode:04o})")
@@ -143,7 +146,7 @@ pub enum RenderFailure {
         /// Host scope it was rendered in.
         scope: String,
         /// Why.
-        source: RenderError,
+        source: Box<RenderError>,
     },
     /// It rendered, but the output is not what its destination needs.
     #[error("template {template} for {scope} rendered invalid {what}: {message}")]
@@ -195,28 +198,42 @@ pub fn render_all(
     }
     let first = &cluster.nodes[0].host;
     let mut out = Vec::new();
+    // Cluster-wide outputs first, then each node's files together, in inventory order.
     for spec in specs {
         match &spec.target {
             Target::Cluster { deploy_path } => {
                 let path = render_path(vars, first, deploy_path)?;
-                out.push(render_one(vars, first, spec, Destination::Cluster { deploy_path: path })?);
+                out.push(render_one(
+                    vars,
+                    first,
+                    spec,
+                    Destination::Cluster { deploy_path: path },
+                )?);
             }
             Target::EtcdKey { key } => {
-                out.push(render_one(vars, first, spec, Destination::EtcdKey { key: key.clone() })?);
+                out.push(render_one(
+                    vars,
+                    first,
+                    spec,
+                    Destination::EtcdKey { key: key.clone() },
+                )?);
             }
-            Target::NodeFile { path, mode } => {
-                for node in &cluster.nodes {
-                    if only_host.is_some_and(|h| h != node.host) {
-                        continue;
-                    }
-                    let p = render_path(vars, &node.host, path)?;
-                    let dest = Destination::HostFile {
-                        host: node.host.clone(),
-                        path: p,
-                        mode: *mode,
-                    };
-                    out.push(render_one(vars, &node.host, spec, dest)?);
-                }
+            Target::NodeFile { .. } => {}
+        }
+    }
+    for node in &cluster.nodes {
+        if only_host.is_some_and(|h| h != node.host) {
+            continue;
+        }
+        for spec in specs {
+            if let Target::NodeFile { path, mode } = &spec.target {
+                let p = render_path(vars, &node.host, path)?;
+                let dest = Destination::HostFile {
+                    host: node.host.clone(),
+                    path: p,
+                    mode: *mode,
+                };
+                out.push(render_one(vars, &node.host, spec, dest)?);
             }
         }
     }
@@ -232,11 +249,13 @@ fn render_path(vars: &Variables, host: &str, path: &str) -> Result<String, Rende
         scope: host.into(),
         message: e.to_string(),
     })?;
-    vars.env().render_str(path, ctx).map_err(|e| RenderFailure::Path {
-        path: path.into(),
-        scope: host.into(),
-        message: crate::template::describe_error(&e),
-    })
+    vars.env()
+        .render_str(path, ctx)
+        .map_err(|e| RenderFailure::Path {
+            path: path.into(),
+            scope: host.into(),
+            message: crate::template::describe_error(&e),
+        })
 }
 
 fn render_one(
@@ -250,7 +269,7 @@ fn render_one(
         .map_err(|source| RenderFailure::Render {
             template: spec.template.into(),
             scope: host.into(),
-            source,
+            source: Box::new(source),
         })?;
     let invalid = |what: &'static str, message: String| RenderFailure::Invalid {
         template: spec.template.into(),
@@ -263,7 +282,9 @@ fn render_one(
             serde_json::from_str::<Json>(&content).map_err(|e| invalid("JSON", e.to_string()))?;
             Vec::new()
         }
-        Format::KubeYaml => check_manifest(&content).map_err(|m| invalid("Kubernetes manifest", m))?,
+        Format::KubeYaml => {
+            check_manifest(&content).map_err(|m| invalid("Kubernetes manifest", m))?
+        }
         Format::Text => Vec::new(),
     };
     Ok(Rendered {
@@ -293,11 +314,18 @@ pub fn check_manifest(text: &str) -> Result<Vec<KubeObject>, String> {
             .and_then(Json::as_str)
             .ok_or(format!("document {n} ({kind}): no metadata.name"))?
             .to_string();
-        let namespace = meta.get("namespace").and_then(Json::as_str).map(str::to_string);
+        let namespace = meta
+            .get("namespace")
+            .and_then(Json::as_str)
+            .map(str::to_string);
         let typed = |e: serde_json::Error| format!("document {n} ({kind} {name}): {e}");
         match (api_version.as_str(), kind.as_str()) {
-            ("v1", "ServiceAccount") => drop(serde_json::from_value::<ServiceAccount>(doc.clone()).map_err(typed)?),
-            ("v1", "Namespace") => drop(serde_json::from_value::<Namespace>(doc.clone()).map_err(typed)?),
+            ("v1", "ServiceAccount") => {
+                drop(serde_json::from_value::<ServiceAccount>(doc.clone()).map_err(typed)?)
+            }
+            ("v1", "Namespace") => {
+                drop(serde_json::from_value::<Namespace>(doc.clone()).map_err(typed)?)
+            }
             ("v1", "ConfigMap") => {
                 let cm = serde_json::from_value::<ConfigMap>(doc.clone()).map_err(typed)?;
                 for (key, value) in cm.data.iter().flatten() {
@@ -308,11 +336,21 @@ pub fn check_manifest(text: &str) -> Result<Vec<KubeObject>, String> {
                     }
                 }
             }
-            ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(serde_json::from_value::<ClusterRole>(doc.clone()).map_err(typed)?),
-            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => drop(serde_json::from_value::<ClusterRoleBinding>(doc.clone()).map_err(typed)?),
-            ("rbac.authorization.k8s.io/v1", "Role") => drop(serde_json::from_value::<Role>(doc.clone()).map_err(typed)?),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(serde_json::from_value::<RoleBinding>(doc.clone()).map_err(typed)?),
-            ("apps/v1", "DaemonSet") => drop(serde_json::from_value::<DaemonSet>(doc.clone()).map_err(typed)?),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                drop(serde_json::from_value::<ClusterRole>(doc.clone()).map_err(typed)?)
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                drop(serde_json::from_value::<ClusterRoleBinding>(doc.clone()).map_err(typed)?)
+            }
+            ("rbac.authorization.k8s.io/v1", "Role") => {
+                drop(serde_json::from_value::<Role>(doc.clone()).map_err(typed)?)
+            }
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                drop(serde_json::from_value::<RoleBinding>(doc.clone()).map_err(typed)?)
+            }
+            ("apps/v1", "DaemonSet") => {
+                drop(serde_json::from_value::<DaemonSet>(doc.clone()).map_err(typed)?)
+            }
             (api, kind) => {
                 return Err(format!(
                     "document {n}: {api} {kind} is not a kind this installer knows how to check and apply"
@@ -351,9 +389,9 @@ pub fn output_path(dest: &Destination) -> PathBuf {
         Destination::Cluster { deploy_path } => {
             Path::new("cluster").join(Path::new(deploy_path).file_name().unwrap_or_default())
         }
-        Destination::HostFile { host, path, .. } => {
-            Path::new("hosts").join(host).join(path.trim_start_matches('/'))
-        }
+        Destination::HostFile { host, path, .. } => Path::new("hosts")
+            .join(host)
+            .join(path.trim_start_matches('/')),
         Destination::EtcdKey { key } => Path::new("etcd").join(key.trim_start_matches('/')),
     }
 }

@@ -169,7 +169,8 @@ impl Role {
             if !path.exists() {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).map_err(|e| folder_err(&path, e.to_string()))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| folder_err(&path, e.to_string()))?;
             let map = yaml_mapping(&text, &path).map_err(RoleError::Yaml)?;
             if is_vars {
                 self.vars.extend(map);

@@ -145,7 +145,8 @@ pub fn yaml_mapping(text: &str, source: &Path) -> Result<IndexMap<String, Json>,
     if text.trim().is_empty() {
         return Ok(IndexMap::new());
     }
-    let value: Json = serde_saphyr::from_str(text).map_err(|e| format!("{}: {e}", source.display()))?;
+    let value: Json =
+        serde_saphyr::from_str(text).map_err(|e| format!("{}: {e}", source.display()))?;
     match value {
         Json::Object(map) => Ok(map.into_iter().collect()),
         Json::Null => Ok(IndexMap::new()),
@@ -332,8 +333,9 @@ impl Variables {
         }))
     }
 
-    /// Render a named template from the environment for a host, mapping a failure that came
-    /// from a variable to that variable's error.
+    /// Render a named template from the environment for a host, exactly as Ansible's template
+    /// module would write it, mapping a failure that came from a variable to that variable's
+    /// error.
     pub fn render_template(&self, host: &str, template_name: &str) -> Result<String, RenderError> {
         let ctx = self.context(host).map_err(RenderError::Var)?;
         PENDING.with(|p| p.borrow_mut().take());
@@ -343,8 +345,9 @@ impl Variables {
             .env
             .get_template(template_name)
             .map_err(|e| RenderError::Template(template::describe_error(&e)))?;
-        tmpl.render(ctx)
-            .map_err(|e| Resolver::explain(&e, host).map_or_else(RenderError::Template, RenderError::Var))
+        template::render_str(&self.inner.env, template_name, tmpl.source(), ctx).map_err(|e| {
+            Resolver::explain(&e, host).map_or_else(RenderError::Template, RenderError::Var)
+        })
     }
 }
 
@@ -368,12 +371,12 @@ impl Resolver {
 
     /// Turn an engine error into the most useful message: the variable error that caused it,
     /// or the template error text with the undefined name spelled out.
-    fn explain(err: &minijinja::Error, host: &str) -> Result<VarError, String> {
+    fn explain(err: &template::TemplateError, host: &str) -> Result<VarError, String> {
         if let Some(pending) = PENDING.with(|p| p.borrow_mut().take()) {
             return Ok(pending);
         }
-        let mut message = template::describe_error(err);
-        if err.kind() == minijinja::ErrorKind::UndefinedError
+        let mut message = err.to_string();
+        if err.is_undefined()
             && let Some((h, name)) = MISSING.with(|m| m.borrow_mut().take())
             && h == host
         {
@@ -441,7 +444,7 @@ impl Resolver {
                     host: host.to_string(),
                 });
                 MISSING.with(|m| m.borrow_mut().take());
-                template::eval_template_value(&this.env, name, s, ctx).map_err(|e| {
+                template::eval_native(&this.env, s, ctx).map_err(|e| {
                     match Self::explain(&e, host) {
                         Ok(inner) => inner,
                         Err(message) => VarError::Template {
@@ -544,7 +547,9 @@ impl Object for HostScope {
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         match self.resolver.hosts.get(&self.host) {
-            Some(raw) => Enumerator::Values(raw.vars.keys().map(|k| Value::from(k.as_str())).collect()),
+            Some(raw) => {
+                Enumerator::Values(raw.vars.keys().map(|k| Value::from(k.as_str())).collect())
+            }
             None => Enumerator::Empty,
         }
     }
