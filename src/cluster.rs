@@ -504,8 +504,8 @@ pub fn strict_bool(v: &Json) -> Option<bool> {
             _ => None,
         },
         Json::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "on" | "1" | "y" => Some(true),
-            "false" | "no" | "off" | "0" | "n" | "" => Some(false),
+            "true" | "yes" | "on" | "1" => Some(true),
+            "false" | "no" | "off" | "0" | "" => Some(false),
             _ => None,
         },
         _ => None,
