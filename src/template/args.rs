@@ -45,6 +45,19 @@ pub fn bind<const N: usize>(
         out[idx] = Some(kwargs.get::<Value>(key)?);
     }
     kwargs.assert_all_used()?;
+    // Ansible's undefined values raise as soon as a filter uses them. Only filters that
+    // may leave an argument unused (a ternary branch, a conversion default, a message)
+    // accept undefined arguments; minijinja still fails if such a value gets printed.
+    if !matches!(filter, "ternary" | "int" | "float" | "mandatory") {
+        for (name, v) in params.iter().zip(&out) {
+            if v.as_ref().is_some_and(Value::is_undefined) {
+                return Err(Error::new(
+                    ErrorKind::UndefinedError,
+                    format!("{filter}(): argument '{name}' is undefined"),
+                ));
+            }
+        }
+    }
     Ok(out)
 }
 

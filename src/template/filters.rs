@@ -434,7 +434,7 @@ pub fn truncate(
     }
     let s = py_str(value);
     let chars: Vec<char> = s.chars().collect();
-    if chars.len() as i128 <= length + leeway {
+    if chars.len() as i128 <= length.saturating_add(leeway) {
         return Ok(Value::from(s));
     }
     let keep: String = chars[..(length - end_len) as usize].iter().collect();

@@ -537,7 +537,7 @@ fn run_query(v: &Net, vtype: VType, value: &Value, query: &str) -> Result<Value,
                 idx.checked_neg()
                     .and_then(|n| u128::try_from(n).ok())
                     .filter(|n| *n <= size)
-                    .map(|n| v.last() + 1 - n)
+                    .map(|n| v.last() - (n - 1))
             };
             match addr {
                 Some(a) => s(v.with_prefix(a)),

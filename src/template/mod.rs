@@ -16,8 +16,20 @@
 //!   with missing keys (`d.missing | default(1)`, `hostvars[h]['x'] is defined`) work.
 //! - Regular expressions use the `regex` crate: no look-around or backreferences inside
 //!   patterns; `$` does not match before a final newline.
+//! - Python `%` string formatting (`'%s' % x`) is not available (minijinja errors);
+//!   the `format` filter works.
 //! - `ipaddr('public'/'private'/'6to4')` and `version(..., version_type='semver'|'pep440')`
-//!   are not implemented (they fail with a clear error).
+//!   are not implemented (they fail with a clear error); `b64encode`/`b64decode` only
+//!   support UTF-8; `to_json` ignores `allow_nan`/`skipkeys`.
+//!
+//! Filters and tests added on top of minijinja's builtins: `bool`, `int`, `float`,
+//! `string`, `join`, `ternary`, `mandatory`, `quote`, `b64encode`, `b64decode`,
+//! `basename`, `dirname`, `comment`, `truncate`, `combine`, `unique`, `difference`,
+//! `intersect`, `union`, `random`, `regex_replace`, `regex_search`, `regex_findall`,
+//! `to_json`, `to_nice_json`, `from_json`, `to_yaml`, `to_nice_yaml`, `from_yaml`,
+//! `ipaddr`, `ipv4`, `ipv6`; tests `version` (`version_compare`), `regex`, `match`,
+//! `search`. `default`/`d`, `length`, `lower`, `replace`, `list`, `map`, ... are
+//! minijinja's own and already behave like Jinja2.
 
 mod args;
 mod error;

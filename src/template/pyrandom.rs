@@ -189,22 +189,34 @@ impl PyRandom {
                 format!("random: empty range for randrange({start}, {stop}, {step})"),
             )
         };
-        let width = stop - start;
+        let overflow = || Error::new(ErrorKind::InvalidOperation, "random: range is too large");
+        let width = stop.checked_sub(start).ok_or_else(overflow)?;
         if step == 1 {
             if width <= 0 {
                 return Err(empty());
             }
             return Ok(start + self.randbelow(width as u128)? as i128);
         }
-        let n = if step > 0 {
-            (width + step - 1).div_euclid(step)
-        } else {
-            (width + step + 1).div_euclid(step)
-        };
+        // Python: n = (width + step - 1) // step (or + 1 for negative steps), floor division
+        let adjust = if step > 0 { step - 1 } else { step + 1 };
+        let n = floor_div(width.checked_add(adjust).ok_or_else(overflow)?, step);
         if n <= 0 {
             return Err(empty());
         }
-        Ok(start + step * self.randbelow(n as u128)? as i128)
+        let pick = self.randbelow(n as u128)? as i128;
+        step.checked_mul(pick)
+            .and_then(|o| start.checked_add(o))
+            .ok_or_else(overflow)
+    }
+}
+
+/// Python's `//` for a non-zero divisor.
+fn floor_div(a: i128, b: i128) -> i128 {
+    let q = a / b;
+    if a % b != 0 && ((a < 0) != (b < 0)) {
+        q - 1
+    } else {
+        q
     }
 }
 
@@ -234,6 +246,16 @@ mod tests {
         );
         let mut r = PyRandom::from_seed(&Value::from(-7)).unwrap();
         assert_eq!(r.randrange(0, 10, 1).unwrap(), 5);
+    }
+
+    #[test]
+    fn negative_steps_use_floor_division() {
+        assert_eq!(floor_div(7, -2), -4);
+        assert_eq!(floor_div(-7, 2), -4);
+        assert_eq!(floor_div(6, -2), -3);
+        // random.Random(3).randrange(10, 0, -3) in CPython 3.11 -> 7
+        let mut r = PyRandom::from_seed(&Value::from(3)).unwrap();
+        assert_eq!(r.randrange(10, 0, -3).unwrap(), 7);
     }
 
     #[test]

@@ -222,6 +222,9 @@ pub fn regex_search(
         .get::<Option<Value>>("multiline")?
         .is_some_and(|v| v.is_true());
     kwargs.assert_all_used()?;
+    if let Some(undefined) = args.iter().find(|a| a.is_undefined()) {
+        ensure_defined(state, undefined)?;
+    }
     let (pattern, groups) = args
         .split_first()
         .ok_or_else(|| Error::new(ErrorKind::MissingArgument, "regex_search needs a pattern"))?;
