@@ -322,7 +322,9 @@ impl Inventory {
 
     /// The per-host magic variables Ansible derives from the inventory: `inventory_hostname`,
     /// `inventory_hostname_short` (whole name for IP addresses, else up to the first `.`),
-    /// `group_names`, `inventory_file` (absolute path) and `inventory_dir`.
+    /// `group_names`, `inventory_file` (absolute path) and `inventory_dir`. In Ansible these
+    /// beat inventory variables of the same name (checked: a host var `inventory_dir=/x` is
+    /// still the real directory in tasks), so layer them above [`Inventory::host_vars`].
     pub fn magic_vars(&self, host: &str) -> Option<IndexMap<String, Value>> {
         if !self.hosts.contains_key(host) {
             return None;

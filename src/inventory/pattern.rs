@@ -184,24 +184,26 @@ fn glob_tok_matches(t: &GlobTok, c: char) -> bool {
 }
 
 fn glob_match(toks: &[GlobTok], s: &str) -> bool {
-    let s: Vec<char> = s.chars().collect();
+    // Classic wildcard matching with one backtrack point; indexes are byte offsets into `s`.
+    let next_len = |at: usize| s[at..].chars().next().map_or(1, char::len_utf8);
     let (mut ti, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
+    while let Some(c) = s[si..].chars().next() {
         match toks.get(ti) {
             Some(GlobTok::Star) => {
                 star = Some((ti, si));
                 ti += 1;
             }
-            Some(t) if glob_tok_matches(t, s[si]) => {
+            Some(t) if glob_tok_matches(t, c) => {
                 ti += 1;
-                si += 1;
+                si += c.len_utf8();
             }
             _ => match star {
                 Some((st, ss)) => {
+                    let resume = ss + next_len(ss);
                     ti = st + 1;
-                    si = ss + 1;
-                    star = Some((st, ss + 1));
+                    si = resume;
+                    star = Some((st, resume));
                 }
                 None => return false,
             },

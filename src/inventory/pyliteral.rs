@@ -64,6 +64,7 @@ fn literal_eval(text: &str) -> Result<Option<Py>, Unhashable> {
     let mut p = Parser {
         toks: &tokens,
         pos: 0,
+        depth: 0,
     };
     let Some(node) = p.top() else {
         return Ok(None);
@@ -670,9 +671,14 @@ enum Node {
     Other,
 }
 
+/// CPython's tokenizer refuses more than 200 nested brackets ("too many nested parentheses");
+/// deeper unary chains are never literals either. Both end as the raw text.
+const MAX_NESTING: usize = 200;
+
 struct Parser<'a> {
     toks: &'a [Tok],
     pos: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -725,17 +731,30 @@ impl Parser<'_> {
         Some(left)
     }
 
-    /// `('+'|'-') term | atom`.
+    /// `('+'|'-') term | atom` (unary chains built iteratively).
     fn term(&mut self) -> Option<Node> {
-        if let Some(op @ ('+' | '-')) = self.peek_op() {
+        let mut signs = Vec::new();
+        while let Some(op @ ('+' | '-')) = self.peek_op() {
             self.pos += 1;
-            let operand = self.term()?;
-            return Some(Node::Unary {
-                neg: op == '-',
-                operand: Box::new(operand),
-            });
+            signs.push(op == '-');
+            if signs.len() > MAX_NESTING {
+                return None;
+            }
         }
-        self.atom()
+        let mut node = self.atom()?;
+        for neg in signs.into_iter().rev() {
+            node = Node::Unary {
+                neg,
+                operand: Box::new(node),
+            };
+        }
+        Some(node)
+    }
+
+    /// Enters a bracket: `None` beyond CPython's nesting limit.
+    fn open(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth <= MAX_NESTING).then_some(())
     }
 
     /// Comma-separated expressions up to `close`, allowing a trailing comma.
@@ -788,7 +807,9 @@ impl Parser<'_> {
                 "None" => Node::Const(Py::None),
                 _ => {
                     if self.eat('(') {
+                        self.open()?;
                         let args = self.items(')')?;
+                        self.depth -= 1;
                         if name == "set" && args.is_empty() {
                             Node::EmptySetCall
                         } else {
@@ -800,57 +821,75 @@ impl Parser<'_> {
                 }
             },
             Tok::Op('(') => {
-                if self.eat(')') {
-                    return Some(Node::Tuple(Vec::new()));
-                }
-                let first = self.expr()?;
-                if self.eat(')') {
-                    return Some(first);
+                self.open()?;
+                let node = if self.eat(')') {
+                    Node::Tuple(Vec::new())
+                } else {
+                    let first = self.expr()?;
+                    if self.eat(')') {
+                        first
+                    } else {
+                        if !self.eat(',') {
+                            return None;
+                        }
+                        let mut rest = self.items(')')?;
+                        rest.insert(0, first);
+                        Node::Tuple(rest)
+                    }
+                };
+                self.depth -= 1;
+                node
+            }
+            Tok::Op('[') => {
+                self.open()?;
+                let items = self.items(']')?;
+                self.depth -= 1;
+                Node::List(items)
+            }
+            Tok::Op('{') => {
+                self.open()?;
+                let node = self.brace()?;
+                self.depth -= 1;
+                node
+            }
+            Tok::Op(_) => return None,
+        })
+    }
+
+    /// The inside of `{…}` after the opening brace: a dict or a set.
+    fn brace(&mut self) -> Option<Node> {
+        if self.eat('}') {
+            return Some(Node::Dict(Vec::new()));
+        }
+        let first = self.expr()?;
+        if self.eat(':') {
+            let mut pairs = vec![(first, self.expr()?)];
+            loop {
+                if self.eat('}') {
+                    break;
                 }
                 if !self.eat(',') {
                     return None;
                 }
-                let mut rest = self.items(')')?;
-                rest.insert(0, first);
-                Node::Tuple(rest)
-            }
-            Tok::Op('[') => Node::List(self.items(']')?),
-            Tok::Op('{') => {
                 if self.eat('}') {
-                    return Some(Node::Dict(Vec::new()));
+                    break;
                 }
-                let first = self.expr()?;
-                if self.eat(':') {
-                    let mut pairs = vec![(first, self.expr()?)];
-                    loop {
-                        if self.eat('}') {
-                            break;
-                        }
-                        if !self.eat(',') {
-                            return None;
-                        }
-                        if self.eat('}') {
-                            break;
-                        }
-                        let k = self.expr()?;
-                        if !self.eat(':') {
-                            return None;
-                        }
-                        pairs.push((k, self.expr()?));
-                    }
-                    Node::Dict(pairs)
-                } else if self.eat('}') {
-                    Node::Set(vec![first])
-                } else if self.eat(',') {
-                    let mut rest = self.items('}')?;
-                    rest.insert(0, first);
-                    Node::Set(rest)
-                } else {
+                let k = self.expr()?;
+                if !self.eat(':') {
                     return None;
                 }
+                pairs.push((k, self.expr()?));
             }
-            Tok::Op(_) => return None,
-        })
+            Some(Node::Dict(pairs))
+        } else if self.eat('}') {
+            Some(Node::Set(vec![first]))
+        } else if self.eat(',') {
+            let mut rest = self.items('}')?;
+            rest.insert(0, first);
+            Some(Node::Set(rest))
+        } else {
+            None
+        }
     }
 }
 
@@ -1008,6 +1047,11 @@ mod tests {
         assert_eq!(v("[1,]"), json!([1]));
         assert_eq!(v("[,]"), json!("[,]"));
         assert_eq!(v("{1: 2, 3}"), json!("{1: 2, 3}"));
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(v(&deep(MAX_NESTING)).is_array());
+        assert_eq!(v(&deep(MAX_NESTING + 1)), json!(deep(MAX_NESTING + 1)));
+        let minus = format!("{}1", "-".repeat(100_000));
+        assert_eq!(v(&minus), json!(minus));
     }
 
     #[test]
