@@ -211,7 +211,7 @@ fn run_inventory(args: InventoryArgs) -> Result<ExitCode> {
         let text = inventory
             .graph(Some(group))
             .with_context(|| format!("no group '{group}' in {}", args.inventory.display()))?;
-        write!(out, "{text}")?;
+        writeln!(out, "{text}")?;
     } else if let Some(host) = &args.host {
         let json = inventory
             .host_json(host)

@@ -24,7 +24,11 @@ fn fails_with(text: &str, needles: &[&str]) {
 fn bad_cidr_names_variable_value_and_section() {
     fails_with(
         &inventory("").replace("172.20.0.0/16", "172.20.0.0/33"),
-        &["CLUSTER_CIDR=\"172.20.0.0/33\"", "[all:vars]", "not a valid CIDR"],
+        &[
+            "CLUSTER_CIDR=\"172.20.0.0/33\"",
+            "[all:vars]",
+            "not a valid CIDR",
+        ],
     );
 }
 
@@ -62,7 +66,10 @@ fn node_cidr_len_below_range() {
 
 #[test]
 fn node_cidr_len_above_range() {
-    fails_with(&inventory("NODE_CIDR_LEN=31"), &["NODE_CIDR_LEN=31", "and 30"]);
+    fails_with(
+        &inventory("NODE_CIDR_LEN=31"),
+        &["NODE_CIDR_LEN=31", "and 30"],
+    );
 }
 
 #[test]
@@ -87,7 +94,10 @@ fn duplicate_node_addresses() {
         "10.0.0.3 k8s_nodename='w2'",
         "w2 ansible_host=10.0.0.2 k8s_nodename='w2'",
     );
-    fails_with(&text, &["hosts 10.0.0.2 and w2 have the same address 10.0.0.2"]);
+    fails_with(
+        &text,
+        &["hosts 10.0.0.2 and w2 have the same address 10.0.0.2"],
+    );
 }
 
 #[test]
@@ -106,7 +116,8 @@ fn no_master_group() {
 
 #[test]
 fn etcd_datastore_without_etcd_hosts() {
-    let text = inventory("FLANNEL_DATASTORE=\"etcd\"").replace("[etcd]\n10.0.0.1 NODE_NAME=etcd1\n", "");
+    let text =
+        inventory("FLANNEL_DATASTORE=\"etcd\"").replace("[etcd]\n10.0.0.1 NODE_NAME=etcd1\n", "");
     fails_with(&text, &["FLANNEL_DATASTORE=etcd needs etcd endpoints"]);
 }
 
@@ -120,7 +131,10 @@ fn image_agent_with_etcd_datastore() {
 
 #[test]
 fn not_a_boolean() {
-    fails_with(&inventory("DIRECT_ROUTING=\"maybe\""), &["DIRECT_ROUTING", "not a boolean"]);
+    fails_with(
+        &inventory("DIRECT_ROUTING=\"maybe\""),
+        &["DIRECT_ROUTING", "not a boolean"],
+    );
 }
 
 #[test]
@@ -136,7 +150,12 @@ fn cluster_wide_value_overridden_on_one_host() {
 fn all_problems_reported_at_once() {
     fails_with(
         &inventory("NODE_CIDR_LEN=40\nFLANNEL_BACKEND=\"x\"").replace("10.68.0.0/16", "bad"),
-        &["3 problem(s)", "SERVICE_CIDR", "NODE_CIDR_LEN", "FLANNEL_BACKEND"],
+        &[
+            "3 problem(s)",
+            "SERVICE_CIDR",
+            "NODE_CIDR_LEN",
+            "FLANNEL_BACKEND",
+        ],
     );
 }
 
@@ -146,7 +165,9 @@ fn missing_inventory_names_path_and_flag() {
         .args(["render", "--dry-run", "-i", "/nonexistent/hosts"])
         .assert()
         .failure()
-        .stderr(predicate::str::contains("/nonexistent/hosts does not exist"))
+        .stderr(predicate::str::contains(
+            "/nonexistent/hosts does not exist",
+        ))
         .stderr(predicate::str::contains("-i PATH"));
 }
 
@@ -172,5 +193,7 @@ fn ansible_inventory_env_is_the_default_path() {
         .args(["render", "--dry-run"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("10.0.0.3:/etc/cni/net.d/10-flannel.conflist"));
+        .stdout(predicate::str::contains(
+            "10.0.0.3:/etc/cni/net.d/10-flannel.conflist",
+        ));
 }
