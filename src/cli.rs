@@ -29,6 +29,10 @@ pub enum Command {
     Vars(VarsArgs),
     /// Print (or write) every file and manifest setup would produce; touches nothing.
     Render(RenderArgs),
+    /// Download and verify the CNI plugins into the cache (optionally an offline bundle).
+    Fetch(crate::setup::FetchCmd),
+    /// Install a network plugin on every master and node over SSH.
+    Setup(crate::setup::SetupArgs),
     /// A local lab of real SSH hosts in network namespaces.
     Lab(crate::lab::LabArgs),
 }
@@ -130,11 +134,14 @@ pub struct RenderArgs {
 
 /// Parse arguments, run the command, and turn errors into a message and exit code 1.
 pub fn main() -> ExitCode {
+    crate::artifact::ensure_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inventory(args) => run_inventory(args),
         Command::Vars(args) => run_vars(args),
         Command::Render(args) => run_render(args),
+        Command::Fetch(args) => crate::setup::run_fetch(args),
+        Command::Setup(args) => crate::setup::run_setup(args),
         Command::Lab(args) => crate::lab::run(args),
     };
     match result {

@@ -11,5 +11,6 @@ pub mod network;
 pub mod remote;
 pub mod render;
 pub mod role;
+pub mod setup;
 pub mod template;
 pub mod vars;

@@ -369,6 +369,10 @@ chmod "$2" "$1"
 if [ -n "$3" ]; then chown "$3" "$1"; fi"#;
 
 /// Remove `$1` (recursively) unless `$2` is `check`; prints `absent` or `present`.
+/// Prints `link <target>`, `dir`, `file` or `absent` for "$1".
+const SYMLINK_FACTS: &str = r#"if [ -L "$1" ]; then printf 'link %s\n' "$(readlink "$1")"; elif [ -d "$1" ]; then echo dir; elif [ -e "$1" ]; then echo file; else echo absent; fi"#;
+/// Points "$1" at "$2" atomically: a temporary link renamed over the path.
+const SYMLINK: &str = r#"tmp="$(dirname "$1")/.$(basename "$1").installer-tmp-$$"; ln -s "$2" "$tmp" && mv -Tf "$tmp" "$1""#;
 const REMOVE: &str = r#"if [ -e "$1" ] || [ -L "$1" ]; then
   echo present
   if [ "$2" != check ]; then rm -rf -- "$1"; fi
@@ -966,6 +970,41 @@ impl Remote {
             })
         })();
         res.unwrap_or_else(|e| OpResult::failed("remove", path, e.to_string()))
+    }
+
+    /// Make `path` a symbolic link to `target` (replacing a file or another link there).
+    pub fn ensure_symlink(&self, path: &str, target: &str) -> OpResult {
+        let res = (|| -> Result<OpResult, RemoteError> {
+            self.check_path(path)?;
+            let r = |status, detail: String| OpResult::new("symlink", path, status, detail);
+            let out = self.exec(SYMLINK_FACTS, &[path], true, Input::None)?;
+            let out = self.helper("inspecting the link", out)?;
+            let facts = out.stdout_text().trim_end_matches('\n').to_string();
+            let current = facts.strip_prefix("link ");
+            if current == Some(target) {
+                return Ok(r(OpStatus::Ok, format!("-> {target}")));
+            }
+            if facts == "dir" {
+                return Ok(r(
+                    OpStatus::Failed,
+                    "is a directory; remove it or choose another path".into(),
+                ));
+            }
+            let detail = match current {
+                Some(old) => format!("-> {target} (was -> {old})"),
+                None if facts == "absent" => format!("created -> {target}"),
+                None => format!("-> {target} (replaced a file)"),
+            };
+            if self.check {
+                return Ok(r(OpStatus::Changed, format!("would be {detail}")));
+            }
+            let out = self.exec(SYMLINK, &[path, target], true, Input::None)?;
+            Ok(match out.success() {
+                true => r(OpStatus::Changed, detail),
+                false => r(OpStatus::Failed, out.describe_failure()),
+            })
+        })();
+        res.unwrap_or_else(|e| OpResult::failed("symlink", path, e.to_string()))
     }
 
     /// The content of a remote regular file, `None` when it does not exist.

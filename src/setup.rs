@@ -1,0 +1,514 @@
+//! `installer setup flannel` and `installer fetch`: fetch the CNI plugins, render the role, and
+//! put everything in place on every master and node over SSH, in parallel.
+//!
+//! The work is planned first (pure data: which directories, files, links and removals each host
+//! needs), then applied by the fleet; `--check` runs the same plan with effects switched off.
+
+use crate::artifact::{self, ArtifactSpec, ExtractLimits, FetchOptions, Fetched, ProgressMode};
+use crate::cli::{OutputFormat, Project, SourceArgs};
+use crate::cluster::{Cluster, Node};
+use crate::remote::{
+    Attrs, ConnDefaults, ConnectOptions, ConnectionSpec, Content, Fleet, FleetOptions, HostCtx,
+    HostFailed, HostKeyPolicy, HumanReporter, JsonReporter, KnownHosts, Recap, Reporter,
+};
+use crate::render::{Destination, Rendered};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Options of the artifact step, shared by `fetch` and `setup`.
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// Where verified downloads are kept.
+    #[arg(long, value_name = "DIR", default_value = "bin", global = true)]
+    pub cache_dir: PathBuf,
+    /// Take artifacts from an offline bundle (written by `installer fetch --bundle`); no network.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub offline_bundle: Option<PathBuf>,
+    /// Accept a download no sha256 is known for (neither pinned nor published by the mirror).
+    #[arg(long, global = true)]
+    pub insecure_skip_checksum: bool,
+}
+
+/// `installer fetch`.
+#[derive(Debug, Args)]
+pub struct FetchCmd {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    /// Also write an offline bundle (artifacts + digests) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+}
+
+/// `installer setup PLUGIN`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Network plugin to set up (flannel).
+    pub plugin: String,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    /// Only hosts matching this Ansible host pattern (e.g. `kube_node:!10.0.0.5`, `@retry`).
+    #[arg(short = 'l', long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Hosts worked on at once (default: ansible.cfg forks, else 50).
+    #[arg(short = 'f', long)]
+    pub forks: Option<usize>,
+    /// Show what would change; change nothing on any host.
+    #[arg(short = 'C', long)]
+    pub check: bool,
+    /// Show text diffs of changed configuration files.
+    #[arg(short = 'D', long)]
+    pub diff: bool,
+    /// More detail: -v shows unchanged operations too.
+    #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Output: human text, or one JSON event per line.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// known_hosts file (default: UserKnownHostsFile from ansible_ssh_common_args, else
+    /// ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// What to do with unknown host keys (a changed key always fails unless `off`).
+    #[arg(long, value_enum)]
+    pub host_key_policy: Option<HostKeyPolicy>,
+    /// Binary to install on the nodes (default: this one). Needed when nodes have another
+    /// CPU architecture.
+    #[arg(long, value_name = "PATH")]
+    pub node_binary: Option<PathBuf>,
+}
+
+/// Everything one host needs, in order.
+#[derive(Debug, Default, Clone)]
+pub struct HostPlan {
+    /// Directories with their mode.
+    pub dirs: Vec<(String, u32)>,
+    /// CNI plugin binaries: (remote path, local file).
+    pub plugins: Vec<(String, PathBuf)>,
+    /// The node binary: (remote path, local file).
+    pub node_binary: Option<(String, PathBuf)>,
+    /// Symbolic links: (path, target).
+    pub links: Vec<(String, String)>,
+    /// Rendered configuration files: (path, content, mode).
+    pub files: Vec<(String, String, u32)>,
+    /// Paths that must not exist.
+    pub removals: Vec<String>,
+}
+
+/// The artifact the flannel role needs, as the variables describe it.
+pub fn cni_artifact(project: &Project, host: &str) -> Result<ArtifactSpec> {
+    let vars = &project.vars;
+    let name = vars.resolve_string(host, "cni_tarball_name")?;
+    let urls = match vars.resolve_json(host, "CNI_DOWNLOAD_URLS")? {
+        Json::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Json::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect(),
+        Json::String(s) => s
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        other => bail!("CNI_DOWNLOAD_URLS must be a list of URLs, got {other}"),
+    };
+    let sha = vars.resolve_string(host, "CNI_SHA256")?;
+    Ok(ArtifactSpec {
+        name,
+        urls,
+        sha256: if sha.trim().is_empty() {
+            None
+        } else {
+            Some(sha.trim().to_string())
+        },
+    })
+}
+
+fn fetch_options(args: &FetchArgs, json: bool) -> FetchOptions {
+    let mut opts = FetchOptions::new(&args.cache_dir);
+    opts.insecure_skip_checksum = args.insecure_skip_checksum;
+    opts.offline_bundle = args.offline_bundle.clone();
+    opts.progress = if json {
+        ProgressMode::Sink(Arc::new(JsonProgress))
+    } else {
+        ProgressMode::Auto
+    };
+    opts
+}
+
+/// Prints artifact progress events as JSON lines on stdout (for `--output json`).
+struct JsonProgress;
+
+impl artifact::ProgressSink for JsonProgress {
+    fn event(&self, event: &artifact::ProgressEvent) {
+        if matches!(event, artifact::ProgressEvent::Advanced { .. }) {
+            return;
+        }
+        if let Ok(line) = serde_json::to_string(event) {
+            println!("{line}");
+        }
+    }
+}
+
+/// `installer fetch`: download and verify the CNI plugins, optionally write a bundle.
+pub fn run_fetch(args: FetchCmd) -> Result<ExitCode> {
+    let project = Project::load(&args.source, "flannel")?;
+    let cluster = project.cluster()?;
+    let spec = cni_artifact(&project, &cluster.nodes[0].host)?;
+    let fetched = artifact::fetch(&spec, &fetch_options(&args.fetch, false))?;
+    println!(
+        "{}: {} ({} bytes, sha256 {})",
+        fetched.name,
+        fetched.path.display(),
+        fetched.size,
+        fetched.sha256
+    );
+    if let Some(bundle) = &args.bundle {
+        let manifest = artifact::write_bundle(std::slice::from_ref(&fetched), bundle)?;
+        println!(
+            "bundle {} written ({} artifact(s)); use it with: installer setup flannel --offline-bundle {}",
+            bundle.display(),
+            manifest.artifacts.len(),
+            bundle.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Nodes selected by `--limit` (all when absent), in cluster order.
+pub fn selected_nodes<'c>(
+    project: &Project,
+    cluster: &'c Cluster,
+    limit: Option<&str>,
+) -> Result<Vec<&'c Node>> {
+    let Some(pattern) = limit else {
+        return Ok(cluster.nodes.iter().collect());
+    };
+    let matched: BTreeSet<String> = project.inventory.select(pattern)?.into_iter().collect();
+    let nodes: Vec<&Node> = cluster
+        .nodes
+        .iter()
+        .filter(|n| matched.contains(&n.host))
+        .collect();
+    if nodes.is_empty() {
+        bail!("--limit {pattern:?} matches no master or node of this cluster");
+    }
+    Ok(nodes)
+}
+
+/// Connection settings of a host from its resolved `ansible_*` variables.
+pub fn connection_spec(
+    project: &Project,
+    host: &str,
+    defaults: &ConnDefaults,
+) -> Result<ConnectionSpec> {
+    let mut conn_vars: IndexMap<String, Json> = IndexMap::new();
+    for name in project.vars.names(host)? {
+        if name.starts_with("ansible_") {
+            let value = project
+                .vars
+                .resolve_json(host, &name)
+                .with_context(|| format!("host {host}: variable {name}"))?;
+            conn_vars.insert(name, value);
+        }
+    }
+    Ok(ConnectionSpec::from_vars(host, &conn_vars, defaults)?)
+}
+
+/// `-o Key=Value` options found in a host's `ansible_ssh_common_args` / `ansible_ssh_extra_args`.
+pub fn ssh_options(project: &Project, host: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for var in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
+        let Ok(text) = project.vars.resolve_string(host, var) else {
+            continue;
+        };
+        let words = shlex::split(&text).unwrap_or_default();
+        let mut it = words.iter();
+        while let Some(w) = it.next() {
+            let opt = if w == "-o" {
+                it.next().cloned()
+            } else {
+                w.strip_prefix("-o").map(str::to_string)
+            };
+            if let Some((k, v)) = opt.as_deref().and_then(|o| o.split_once('=')) {
+                out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn plan_host(
+    project: &Project,
+    node: &Node,
+    plugins: &[artifact::ExtractedFile],
+    node_binary: &Path,
+    rendered: &[Rendered],
+) -> Result<HostPlan> {
+    let vars = &project.vars;
+    let bin_dir = vars.resolve_string(&node.host, "bin_dir")?;
+    let cni_bin_dir = vars.resolve_string(&node.host, "CNI_BIN_DIR")?;
+    for (name, dir) in [("bin_dir", &bin_dir), ("CNI_BIN_DIR", &cni_bin_dir)] {
+        if !dir.starts_with('/') {
+            bail!(
+                "host {}: {name}={dir:?} must be an absolute path",
+                node.host
+            );
+        }
+    }
+    let bin_dir = bin_dir.trim_end_matches('/').to_string();
+    let cni_bin_dir = cni_bin_dir.trim_end_matches('/').to_string();
+    let mut plan = HostPlan::default();
+    let mut dirs: Vec<String> = vec![
+        bin_dir.clone(),
+        cni_bin_dir.clone(),
+        "/etc/cni/net.d".into(),
+    ];
+    for r in rendered {
+        if let Destination::HostFile { host, path, mode } = &r.dest
+            && *host == node.host
+        {
+            if let Some(parent) = Path::new(path).parent() {
+                dirs.push(parent.display().to_string());
+            }
+            plan.files.push((path.clone(), r.content.clone(), *mode));
+        }
+    }
+    for d in dirs {
+        if !plan.dirs.iter().any(|(p, _)| *p == d) {
+            plan.dirs.push((d, 0o755));
+        }
+    }
+    for p in plugins {
+        plan.plugins
+            .push((format!("{cni_bin_dir}/{}", p.name), p.path.clone()));
+    }
+    let binary_path = format!("{bin_dir}/installer");
+    plan.node_binary = Some((binary_path.clone(), node_binary.to_path_buf()));
+    let link_target = if cni_bin_dir == bin_dir {
+        "installer".to_string()
+    } else {
+        binary_path
+    };
+    plan.links
+        .push((format!("{cni_bin_dir}/flannel"), link_target));
+    plan.removals
+        .push(crate::network::flannel::CNI_DEFAULT_CONF_PATH.to_string());
+    Ok(plan)
+}
+
+/// Apply one host's plan; stops that host at the first failure.
+fn apply_plan(ctx: &mut HostCtx<'_>, plan: &HostPlan) -> Result<(), HostFailed> {
+    let remote = ctx.remote();
+    ctx.step("directories");
+    for (dir, mode) in &plan.dirs {
+        ctx.record(remote.ensure_dir(dir, &Attrs::mode(*mode)))?;
+    }
+    ctx.step("cni plugins");
+    for (path, local) in &plan.plugins {
+        ctx.record(remote.put_file(path, Content::File(local), &root_attrs(0o755)))?;
+    }
+    if let Some((path, local)) = &plan.node_binary {
+        ctx.step("node binary");
+        check_architecture(ctx, local)?;
+        ctx.record(remote.put_file(path, Content::File(local), &root_attrs(0o755)))?;
+    }
+    for (path, target) in &plan.links {
+        ctx.record(remote.ensure_symlink(path, target))?;
+    }
+    ctx.step("config");
+    for (path, content, mode) in &plan.files {
+        ctx.record(remote.put_file(path, Content::Bytes(content.as_bytes()), &root_attrs(*mode)))?;
+    }
+    ctx.step("cleanup");
+    for path in &plan.removals {
+        ctx.record(remote.remove(path))?;
+    }
+    Ok(())
+}
+
+fn root_attrs(mode: u32) -> Attrs {
+    Attrs {
+        mode: Some(mode),
+        owner: Some("root".into()),
+        group: Some("root".into()),
+    }
+}
+
+/// The machine name (`uname -m`) of the CPU a binary was built for, when it is this binary.
+fn own_machine() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "x86_64",
+        "aarch64" => "aarch64",
+        other => other,
+    }
+}
+
+fn check_architecture(ctx: &mut HostCtx<'_>, local: &Path) -> Result<(), HostFailed> {
+    let is_self = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+        .zip(local.canonicalize().ok())
+        .is_some_and(|(a, b)| a == b);
+    if !is_self {
+        return Ok(()); // an operator-supplied --node-binary is trusted to match
+    }
+    let out = ctx
+        .remote()
+        .run(&["uname", "-m"])
+        .map_err(|e| ctx.fail("node binary", e.to_string()))?;
+    let machine = out.stdout_text().trim().to_string();
+    if machine != own_machine() {
+        return Err(ctx.fail(
+            "node binary",
+            format!(
+                "host is {machine} but this installer is built for {}; pass --node-binary PATH with a build for {machine}",
+                own_machine()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `installer setup flannel`.
+pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
+    if args.plugin != "flannel" {
+        bail!(
+            "unknown network plugin {:?}: supported: {}",
+            args.plugin,
+            crate::cluster::SUPPORTED_NETWORKS.join(", ")
+        );
+    }
+    let json = args.output == OutputFormat::Json;
+    let project = Project::load(&args.source, &args.plugin)?;
+    let cluster = project.cluster()?;
+    let nodes = selected_nodes(&project, &cluster, args.limit.as_deref())?;
+    let first = &cluster.nodes[0].host;
+
+    // 1. Artifacts (local: cached, verified; also in check mode).
+    let spec = cni_artifact(&project, first)?;
+    let fetched: Fetched = artifact::fetch(&spec, &fetch_options(&args.fetch, json))?;
+    let work = tempfile::tempdir().context("creating a temporary directory")?;
+    let wanted: Vec<String> = match project.vars.resolve_json(first, "CNI_PLUGINS")? {
+        Json::Array(items) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        other => bail!("CNI_PLUGINS must be a list of plugin names, got {other}"),
+    };
+    let wanted_refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let plugins = artifact::extract_plugins(
+        &fetched.path,
+        &wanted_refs,
+        &work.path().join("plugins"),
+        &ExtractLimits::default(),
+    )?;
+
+    // 2. Render everything (checked) before touching any host.
+    let specs = crate::network::flannel::outputs(&cluster);
+    let rendered = crate::render::render_all(&cluster, &project.vars, &specs, None)?;
+    let node_binary = match &args.node_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locating this binary")?,
+    };
+    if !node_binary.is_file() {
+        bail!("node binary {} does not exist", node_binary.display());
+    }
+
+    // 3. Plans and connections.
+    let defaults = ConnDefaults::load()?;
+    let mut plans: IndexMap<String, HostPlan> = IndexMap::new();
+    let mut conns = Vec::new();
+    for node in &nodes {
+        plans.insert(
+            node.host.clone(),
+            plan_host(&project, node, &plugins, &node_binary, &rendered)?,
+        );
+        conns.push(connection_spec(&project, &node.host, &defaults)?);
+    }
+    let ssh_opts = ssh_options(&project, &nodes[0].host);
+    let opt = |key: &str| {
+        ssh_opts
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let known_hosts_file = match (&args.known_hosts, opt("userknownhostsfile")) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => PathBuf::from(p),
+        (None, None) => KnownHosts::default_user_file(&defaults.home.clone().unwrap_or_default()),
+    };
+    let policy = args.host_key_policy.or_else(|| {
+        opt("stricthostkeychecking").map(|v| match v.to_ascii_lowercase().as_str() {
+            "yes" => HostKeyPolicy::Strict,
+            "no" | "off" => HostKeyPolicy::Off,
+            _ => HostKeyPolicy::AcceptNew,
+        })
+    });
+    let connect = ConnectOptions::new(
+        Arc::new(KnownHosts::new(known_hosts_file)),
+        defaults.host_key_policy(policy),
+    );
+    let fleet_opts = FleetOptions {
+        forks: defaults.forks(args.forks),
+        check: args.check,
+        diff: args.diff,
+        connect,
+    };
+
+    // 4. The deploy-host copy of the manifest (kubeasz keeps it in {{ cluster_dir }}/yml).
+    if !args.check {
+        for r in &rendered {
+            if let Destination::Cluster { deploy_path } = &r.dest {
+                write_atomically(Path::new(deploy_path), r.content.as_bytes())?;
+            }
+        }
+    }
+
+    // 5. Every host in parallel.
+    let human;
+    let json_reporter;
+    let reporter: &dyn Reporter = if json {
+        json_reporter = JsonReporter::new();
+        &json_reporter
+    } else {
+        human = HumanReporter::new(args.verbose, args.diff);
+        &human
+    };
+    let recap: Recap = Fleet::new(fleet_opts, reporter).run(&conns, |ctx| {
+        let Some(plan) = plans.get(ctx.host()) else {
+            return Err(ctx.fail("plan", "no plan for this host"));
+        };
+        apply_plan(ctx, plan)
+    });
+    Ok(if recap.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Write a local file through a temporary name in the same directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
