@@ -156,9 +156,8 @@ fn changed_host_key_fails_that_host_with_both_fingerprints_root() {
     let all = format!("{out}\n{err}");
     assert_eq!(recap_of(&out, &victim.ip.to_string()).3, 1, "{all}");
     assert_eq!(recap_of(&out, &lab.nodes[0].ip.to_string()).3, 0, "{all}");
-    assert_eq!(
+    assert!(
         all.matches("SHA256:").count() >= 2,
-        true,
         "both fingerprints shown: {all}"
     );
     assert!(all.contains("ssh-keygen"), "{all}");
