@@ -511,3 +511,54 @@ pub fn strict_bool(v: &Json) -> Option<bool> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    fn net(addr: u32, len: u8) -> Ipv4Net {
+        Ipv4Net::new(Ipv4Addr::from(addr), len)
+            .expect("valid prefix")
+            .trunc()
+    }
+
+    proptest! {
+        /// `overlaps` agrees with the definition: some address lies in both networks.
+        #[test]
+        fn overlap_matches_address_ranges(a in any::<u32>(), la in 8u8..=32, b in any::<u32>(), lb in 8u8..=32) {
+            let (x, y) = (net(a, la), net(b, lb));
+            let (xs, xe) = (u32::from(x.network()), u32::from(x.broadcast()));
+            let (ys, ye) = (u32::from(y.network()), u32::from(y.broadcast()));
+            let expected = xs <= ye && ys <= xe;
+            prop_assert_eq!(overlaps(&x, &y), expected);
+            prop_assert_eq!(overlaps(&y, &x), expected);
+        }
+
+        /// Any subnet carved from a network overlaps it; its sibling halves do not overlap
+        /// each other.
+        #[test]
+        fn halves_are_disjoint(a in any::<u32>(), len in 8u8..=30) {
+            let parent = net(a, len);
+            let halves: Vec<Ipv4Net> = parent.subnets(len + 1).expect("subnets").collect();
+            prop_assert!(overlaps(&parent, &halves[0]) && overlaps(&parent, &halves[1]));
+            prop_assert!(!overlaps(&halves[0], &halves[1]));
+        }
+    }
+
+    #[test]
+    fn strict_bool_accepts_ansible_spellings_only() {
+        for (v, want) in [
+            (serde_json::json!(true), Some(true)),
+            (serde_json::json!("Yes"), Some(true)),
+            (serde_json::json!("off"), Some(false)),
+            (serde_json::json!(0), Some(false)),
+            (serde_json::json!("maybe"), None),
+            (serde_json::json!("y"), None),
+            (serde_json::json!(2), None),
+        ] {
+            assert_eq!(strict_bool(&v), want, "{v}");
+        }
+    }
+}
