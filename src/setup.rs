@@ -308,32 +308,110 @@ fn plan_host(
     Ok(plan)
 }
 
-/// Apply one host's plan; stops that host at the first failure.
-fn apply_plan(ctx: &mut HostCtx<'_>, plan: &HostPlan) -> Result<(), HostFailed> {
+/// A local file to upload, hashed once for all hosts.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    /// Path on the deploy host.
+    pub path: PathBuf,
+    /// sha256 (hex).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl LocalFile {
+    /// Hash a local file.
+    pub fn hash(path: &Path) -> Result<LocalFile> {
+        let sha256 =
+            artifact::sha256_file(path).with_context(|| format!("reading {}", path.display()))?;
+        let size = std::fs::metadata(path)?.len();
+        Ok(LocalFile {
+            path: path.to_path_buf(),
+            sha256,
+            size,
+        })
+    }
+}
+
+/// Apply one host's plan: one round trip for the facts of every path, one for all changes.
+fn apply_plan(
+    ctx: &mut HostCtx<'_>,
+    plan: &HostPlan,
+    locals: &IndexMap<PathBuf, LocalFile>,
+    node_binary: &Path,
+) -> Result<(), HostFailed> {
     let remote = ctx.remote();
-    ctx.step("directories");
+    let exec_attrs = root_attrs(0o755);
+    let file_attrs: Vec<Attrs> = plan.files.iter().map(|(_, _, m)| root_attrs(*m)).collect();
+    let hashed: Vec<(String, u64)> = plan
+        .files
+        .iter()
+        .map(|(_, c, _)| (artifact::sha256_bytes(c.as_bytes()), c.len() as u64))
+        .collect();
+    let mut items: Vec<(&'static str, crate::remote::Desired<'_>)> = Vec::new();
     for (dir, mode) in &plan.dirs {
-        ctx.record(remote.ensure_dir(dir, &Attrs::mode(*mode)))?;
+        items.push((
+            "directories",
+            crate::remote::Desired::Dir {
+                path: dir,
+                mode: *mode,
+            },
+        ));
     }
-    ctx.step("cni plugins");
-    for (path, local) in &plan.plugins {
-        ctx.record(remote.put_file(path, Content::File(local), &root_attrs(0o755)))?;
-    }
-    if let Some((path, local)) = &plan.node_binary {
-        ctx.step("node binary");
-        check_architecture(ctx, local)?;
-        ctx.record(remote.put_file(path, Content::File(local), &root_attrs(0o755)))?;
+    let local = |p: &Path| locals.get(p);
+    for (path, src) in plan.plugins.iter().chain(plan.node_binary.iter()) {
+        let Some(lf) = local(src) else {
+            return Err(ctx.fail("plan", format!("{} was not hashed", src.display())));
+        };
+        let step = if Some(src.as_path()) == plan.node_binary.as_ref().map(|(_, p)| p.as_path()) {
+            "node binary"
+        } else {
+            "cni plugins"
+        };
+        items.push((
+            step,
+            crate::remote::Desired::File {
+                path,
+                content: Content::File(&lf.path),
+                sha256: &lf.sha256,
+                size: lf.size,
+                attrs: &exec_attrs,
+            },
+        ));
     }
     for (path, target) in &plan.links {
-        ctx.record(remote.ensure_symlink(path, target))?;
+        items.push(("node binary", crate::remote::Desired::Link { path, target }));
     }
-    ctx.step("config");
-    for (path, content, mode) in &plan.files {
-        ctx.record(remote.put_file(path, Content::Bytes(content.as_bytes()), &root_attrs(*mode)))?;
+    for (i, (path, content, _)) in plan.files.iter().enumerate() {
+        items.push((
+            "config",
+            crate::remote::Desired::File {
+                path,
+                content: Content::Bytes(content.as_bytes()),
+                sha256: &hashed[i].0,
+                size: hashed[i].1,
+                attrs: &file_attrs[i],
+            },
+        ));
     }
-    ctx.step("cleanup");
     for path in &plan.removals {
-        ctx.record(remote.remove(path))?;
+        items.push(("cleanup", crate::remote::Desired::Absent { path }));
+    }
+    ctx.step("facts");
+    let paths: Vec<&str> = items.iter().map(|(_, d)| d.path()).collect();
+    let facts = remote
+        .facts(&paths)
+        .map_err(|e| ctx.fail("facts", e.to_string()))?;
+    check_architecture(ctx, node_binary, &facts.machine)?;
+    let desired: Vec<crate::remote::Desired<'_>> = items.iter().map(|(_, d)| d.clone()).collect();
+    let results = remote.converge(&desired, &facts);
+    let mut current = "";
+    for ((step, _), result) in items.iter().zip(results) {
+        if *step != current {
+            ctx.step(step);
+            current = step;
+        }
+        ctx.record(result)?;
     }
     Ok(())
 }
@@ -355,21 +433,17 @@ fn own_machine() -> &'static str {
     }
 }
 
-fn check_architecture(ctx: &mut HostCtx<'_>, local: &Path) -> Result<(), HostFailed> {
+fn check_architecture(
+    ctx: &mut HostCtx<'_>,
+    local: &Path,
+    machine: &str,
+) -> Result<(), HostFailed> {
     let is_self = std::env::current_exe()
         .ok()
         .and_then(|p| p.canonicalize().ok())
         .zip(local.canonicalize().ok())
         .is_some_and(|(a, b)| a == b);
-    if !is_self {
-        return Ok(()); // an operator-supplied --node-binary is trusted to match
-    }
-    let out = ctx
-        .remote()
-        .run(&["uname", "-m"])
-        .map_err(|e| ctx.fail("node binary", e.to_string()))?;
-    let machine = out.stdout_text().trim().to_string();
-    if machine != own_machine() {
+    if is_self && machine != own_machine() {
         return Err(ctx.fail(
             "node binary",
             format!(
@@ -486,11 +560,20 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         human = HumanReporter::new(args.verbose, args.diff);
         &human
     };
+    let mut locals: IndexMap<PathBuf, LocalFile> = IndexMap::new();
+    for p in plugins
+        .iter()
+        .map(|p| p.path.clone())
+        .chain([node_binary.clone()])
+    {
+        let lf = LocalFile::hash(&p)?;
+        locals.insert(p, lf);
+    }
     let recap: Recap = Fleet::new(fleet_opts, reporter).run(&conns, |ctx| {
         let Some(plan) = plans.get(ctx.host()) else {
             return Err(ctx.fail("plan", "no plan for this host"));
         };
-        apply_plan(ctx, plan)
+        apply_plan(ctx, plan, &locals, &node_binary)
     });
     Ok(if recap.success() {
         ExitCode::SUCCESS

@@ -42,6 +42,7 @@
 
 pub mod ansible_cfg;
 pub mod conn;
+pub mod converge;
 pub mod diff;
 pub mod fleet;
 pub mod known_hosts;
@@ -52,6 +53,7 @@ pub mod session;
 pub mod ssh_config;
 
 pub use conn::{Become, ConnDefaults, ConnError, ConnectionSpec, DEFAULT_FORKS, Secret};
+pub use converge::{Desired, Facts};
 pub use fleet::{Counts, Fleet, FleetOptions, HostCtx, HostFailed, HostRecap, Recap};
 pub use known_hosts::{HostKeyError, HostKeyPolicy, HostKeyVerdict, KnownHosts};
 pub use ops::{Attrs, CmdOutput, Content, OpResult, OpStatus, Remote, RemoteError};

@@ -76,7 +76,7 @@ pub struct OpResult {
 }
 
 impl OpResult {
-    fn new(
+    pub(super) fn new(
         op: &'static str,
         target: impl Into<String>,
         status: OpStatus,
@@ -220,7 +220,7 @@ impl Attrs {
             ..Default::default()
         }
     }
-    fn chown_arg(&self) -> String {
+    pub(super) fn chown_arg(&self) -> String {
         match (&self.owner, &self.group) {
             (Some(o), Some(g)) => format!("{o}:{g}"),
             (Some(o), None) => o.clone(),
@@ -240,7 +240,7 @@ pub enum Content<'a> {
 }
 
 /// Stdin for a remote command.
-enum Input<'a> {
+pub(super) enum Input<'a> {
     None,
     Bytes(&'a [u8]),
     Reader(&'a mut dyn Read),
@@ -266,17 +266,17 @@ impl std::fmt::Debug for Remote {
 
 /// Facts about a path, as read by the fact scripts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stat {
-    mode: u32,
-    uid: String,
-    gid: String,
-    user: String,
-    group: String,
+pub(super) struct Stat {
+    pub(super) mode: u32,
+    pub(super) uid: String,
+    pub(super) gid: String,
+    pub(super) user: String,
+    pub(super) group: String,
 }
 
 impl Stat {
     /// Parse `%a %u %g %U %G`.
-    fn parse(words: &[&str]) -> Option<Stat> {
+    pub(super) fn parse(words: &[&str]) -> Option<Stat> {
         let [mode, uid, gid, user, group] = words else {
             return None;
         };
@@ -290,7 +290,7 @@ impl Stat {
     }
 
     /// Differences from `want`, described (`mode 0600 -> 0644`, `owner a:b -> c:b`).
-    fn differences(&self, want: &Attrs) -> Vec<String> {
+    pub(super) fn differences(&self, want: &Attrs) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(m) = want.mode
             && m != self.mode
@@ -393,7 +393,7 @@ fi"#;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn random_suffix() -> String {
+pub(super) fn random_suffix() -> String {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -412,7 +412,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn local_sha256(content: Content<'_>) -> std::io::Result<(String, u64)> {
+pub(super) fn local_sha256(content: Content<'_>) -> std::io::Result<(String, u64)> {
     match content {
         Content::Bytes(b) => Ok((hex(&Sha256::digest(b)), b.len() as u64)),
         Content::File(p) => {
@@ -433,7 +433,7 @@ fn local_sha256(content: Content<'_>) -> std::io::Result<(String, u64)> {
     }
 }
 
-fn short(sum: &str) -> &str {
+pub(super) fn short(sum: &str) -> &str {
     sum.get(..12).unwrap_or(sum)
 }
 
@@ -462,6 +462,11 @@ impl Remote {
     /// Whether this is a `--check` run.
     pub fn check_mode(&self) -> bool {
         self.check
+    }
+
+    /// Whether text diffs of changed files are wanted (`--diff`).
+    pub fn diff_enabled(&self) -> bool {
+        self.diff
     }
 
     fn quote_err(&self, e: shlex::QuoteError, words: &[&str]) -> RemoteError {
@@ -504,7 +509,7 @@ impl Remote {
     }
 
     /// Run `script` with `args` as positional parameters; `elevate` applies become.
-    fn exec(
+    pub(super) fn exec(
         &self,
         script: &str,
         args: &[&str],
@@ -619,7 +624,7 @@ impl Remote {
         Ok(out)
     }
 
-    fn check_path(&self, path: &str) -> Result<(), RemoteError> {
+    pub(super) fn check_path(&self, path: &str) -> Result<(), RemoteError> {
         let bad = |why| RemoteError::BadPath {
             host: self.spec.host.clone(),
             path: path.to_string(),
