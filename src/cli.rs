@@ -35,6 +35,9 @@ pub enum Command {
     Setup(crate::setup::SetupArgs),
     /// A local lab of real SSH hosts in network namespaces.
     Lab(crate::lab::LabArgs),
+    /// Keep a command running with a pid file and log (hosts without systemd).
+    #[command(hide = true)]
+    Supervise(crate::supervise::SuperviseArgs),
 }
 
 /// Options every command that reads the inventory shares.
@@ -143,6 +146,7 @@ pub fn main() -> ExitCode {
         Command::Fetch(args) => crate::setup::run_fetch(args),
         Command::Setup(args) => crate::setup::run_setup(args),
         Command::Lab(args) => crate::lab::run(args),
+        Command::Supervise(args) => crate::supervise::run(args),
     };
     match result {
         Ok(code) => code,

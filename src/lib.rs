@@ -12,5 +12,6 @@ pub mod remote;
 pub mod render;
 pub mod role;
 pub mod setup;
+pub mod supervise;
 pub mod template;
 pub mod vars;
