@@ -38,6 +38,9 @@ pub enum Command {
     /// Keep a command running with a pid file and log (hosts without systemd).
     #[command(hide = true)]
     Supervise(crate::supervise::SuperviseArgs),
+    /// Exit 0 when an http:// URL answers 200 (readiness probe on nodes).
+    #[command(hide = true)]
+    ProbeHttp(crate::supervise::ProbeArgs),
 }
 
 /// Options every command that reads the inventory shares.
@@ -147,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::Setup(args) => crate::setup::run_setup(args),
         Command::Lab(args) => crate::lab::run(args),
         Command::Supervise(args) => crate::supervise::run(args),
+        Command::ProbeHttp(args) => crate::supervise::probe_http(args),
     };
     match result {
         Ok(code) => code,
@@ -155,6 +159,12 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether this build has a top-level subcommand (the node agent is optional while it is built).
+pub fn has_subcommand(name: &str) -> bool {
+    use clap::CommandFactory;
+    Cli::command().find_subcommand(name).is_some()
 }
 
 /// Read the inventory named on the command line.

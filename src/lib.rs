@@ -5,6 +5,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod cluster;
+pub mod etcd_gateway;
 pub mod inventory;
 pub mod lab;
 pub mod network;

@@ -85,6 +85,9 @@ pub struct SetupArgs {
     /// CPU architecture.
     #[arg(long, value_name = "PATH")]
     pub node_binary: Option<PathBuf>,
+    /// Seconds to wait for every node's agent to become ready.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub wait_timeout: u64,
 }
 
 /// Everything one host needs, in order.
@@ -102,7 +105,37 @@ pub struct HostPlan {
     pub files: Vec<(String, String, u32)>,
     /// Paths that must not exist.
     pub removals: Vec<String>,
+    /// The agent to (re)start and wait for, in embedded mode.
+    pub agent: Option<AgentPlan>,
 }
+
+/// How the embedded agent runs on a host.
+#[derive(Debug, Clone)]
+pub struct AgentPlan {
+    /// The node binary on the host.
+    pub binary: String,
+    /// The agent's configuration file.
+    pub config: String,
+    /// Files whose change means the running agent must restart.
+    pub restart_on: Vec<String>,
+    /// The unit file (a change means `systemctl daemon-reload`).
+    pub unit_file: String,
+    /// Supervisor pid file (hosts without systemd).
+    pub pidfile: String,
+    /// Agent log (hosts without systemd).
+    pub log: String,
+    /// `http://127.0.0.1:PORT/readyz`.
+    pub readyz: String,
+    /// flannel's subnet.env.
+    pub subnet_file: String,
+    /// How long to wait for readiness.
+    pub timeout: std::time::Duration,
+}
+
+/// systemd unit name of the embedded agent.
+pub const AGENT_UNIT: &str = "flannel-agent";
+/// Supervisor pid file on hosts without systemd.
+pub const AGENT_PIDFILE: &str = "/run/flannel/agent-supervisor.pid";
 
 /// The artifact the flannel role needs, as the variables describe it.
 pub fn cni_artifact(project: &Project, host: &str) -> Result<ArtifactSpec> {
@@ -308,6 +341,82 @@ fn plan_host(
     Ok(plan)
 }
 
+/// The agent part of a host's plan (embedded agent only).
+fn plan_agent(project: &Project, node: &Node, plan: &HostPlan, timeout: u64) -> Result<AgentPlan> {
+    use crate::network::flannel::{AGENT_CONFIG_PATH, AGENT_UNIT_PATH, NET_CONF_PATH};
+    let vars = &project.vars;
+    let binary = plan
+        .node_binary
+        .as_ref()
+        .map(|(p, _)| p.clone())
+        .context("no node binary planned")?;
+    let log_dir = vars.resolve_string(&node.host, "flannel_agent_log_dir")?;
+    let port = vars.resolve_string(&node.host, "FLANNEL_HEALTHZ_PORT")?;
+    Ok(AgentPlan {
+        restart_on: vec![
+            binary.clone(),
+            AGENT_CONFIG_PATH.into(),
+            NET_CONF_PATH.into(),
+        ],
+        binary,
+        config: AGENT_CONFIG_PATH.into(),
+        unit_file: AGENT_UNIT_PATH.into(),
+        pidfile: AGENT_PIDFILE.into(),
+        log: format!("{}/flannel-agent.log", log_dir.trim_end_matches('/')),
+        readyz: format!("http://127.0.0.1:{port}/readyz"),
+        subnet_file: "/run/flannel/subnet.env".into(),
+        timeout: std::time::Duration::from_secs(timeout),
+    })
+}
+
+/// Write flannel's network config to etcd before the agents start; reports what it did.
+fn write_etcd_config(
+    project: &Project,
+    cluster: &Cluster,
+    rendered: &[Rendered],
+    check: bool,
+) -> Result<Option<String>> {
+    let crate::cluster::Datastore::Etcd { endpoints, .. } = &cluster.datastore else {
+        return Ok(None);
+    };
+    let Some((key, content)) = rendered.iter().find_map(|r| match &r.dest {
+        Destination::EtcdKey { key } => Some((key.clone(), r.content.clone())),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let first = &cluster.nodes[0].host;
+    let file = |name: &str| -> Result<Option<PathBuf>> {
+        let v = project.vars.resolve_string(first, name)?;
+        Ok((!v.trim().is_empty()).then(|| PathBuf::from(v.trim())))
+    };
+    let tls = if endpoints.iter().any(|e| e.starts_with("https://")) {
+        crate::etcd_gateway::EtcdTls {
+            ca: file("ETCD_DEPLOY_CAFILE")?,
+            cert: file("ETCD_DEPLOY_CERTFILE")?,
+            key: file("ETCD_DEPLOY_KEYFILE")?,
+        }
+    } else {
+        crate::etcd_gateway::EtcdTls::default()
+    };
+    let etcd = crate::etcd_gateway::EtcdGateway::new(endpoints, &tls)?;
+    let wanted: Json = serde_json::from_str(&content).context("network config")?;
+    let current = etcd.get(&key)?;
+    let same = current
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<Json>(c).ok())
+        .is_some_and(|c| c == wanted);
+    let compact = wanted.to_string();
+    Ok(Some(if same {
+        format!("etcd {key}: ok (unchanged)")
+    } else if check {
+        format!("etcd {key}: would be set to {compact}")
+    } else {
+        etcd.put(&key, &compact)?;
+        format!("etcd {key}: changed: {compact}")
+    }))
+}
+
 /// A local file to upload, hashed once for all hosts.
 #[derive(Debug, Clone)]
 pub struct LocalFile {
@@ -406,12 +515,45 @@ fn apply_plan(
     let desired: Vec<crate::remote::Desired<'_>> = items.iter().map(|(_, d)| d.clone()).collect();
     let results = remote.converge(&desired, &facts);
     let mut current = "";
-    for ((step, _), result) in items.iter().zip(results) {
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    for ((step, desired), result) in items.iter().zip(results) {
         if *step != current {
             ctx.step(step);
             current = step;
         }
-        ctx.record(result)?;
+        if ctx.record(result)? == crate::remote::OpStatus::Changed {
+            changed.insert(desired.path().to_string());
+        }
+    }
+    if let Some(agent) = &plan.agent {
+        ctx.step("agent");
+        let command = [
+            agent.binary.as_str(),
+            "agent",
+            "--config",
+            agent.config.as_str(),
+        ];
+        let spec = crate::remote::ServiceSpec {
+            unit: AGENT_UNIT,
+            binary: &agent.binary,
+            command: &command,
+            pidfile: &agent.pidfile,
+            log: &agent.log,
+            restart: agent.restart_on.iter().any(|p| changed.contains(p)),
+            reload: changed.contains(&agent.unit_file),
+        };
+        ctx.record(remote.ensure_service(&spec))?;
+        let ready = remote
+            .wait_ready(
+                &agent.binary,
+                &agent.readyz,
+                &agent.subnet_file,
+                &agent.log,
+                AGENT_UNIT,
+                agent.timeout,
+            )
+            .map_err(|e| ctx.fail("wait", e.to_string()))?;
+        ctx.record(ready)?;
     }
     Ok(())
 }
@@ -504,11 +646,20 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
     let defaults = ConnDefaults::load()?;
     let mut plans: IndexMap<String, HostPlan> = IndexMap::new();
     let mut conns = Vec::new();
-    for node in &nodes {
-        plans.insert(
-            node.host.clone(),
-            plan_host(&project, node, &plugins, &node_binary, &rendered)?,
+    let start_agent = cluster.agent == crate::cluster::AgentMode::Embedded
+        && matches!(cluster.datastore, crate::cluster::Datastore::Etcd { .. })
+        && crate::cli::has_subcommand("agent");
+    if cluster.agent == crate::cluster::AgentMode::Embedded && !start_agent {
+        eprintln!(
+            "note: the embedded agent is installed but not started: with FLANNEL_DATASTORE=kubernetes it needs the Kubernetes API, which this version does not set up yet"
         );
+    }
+    for node in &nodes {
+        let mut plan = plan_host(&project, node, &plugins, &node_binary, &rendered)?;
+        if start_agent {
+            plan.agent = Some(plan_agent(&project, node, &plan, args.wait_timeout)?);
+        }
+        plans.insert(node.host.clone(), plan);
         conns.push(connection_spec(&project, &node.host, &defaults)?);
     }
     let ssh_opts = ssh_options(&project, &nodes[0].host);
@@ -541,7 +692,15 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         connect,
     };
 
-    // 4. The deploy-host copy of the manifest (kubeasz keeps it in {{ cluster_dir }}/yml).
+    // 4. flannel's network config in etcd (the agents wait for it), and the deploy-host copy of
+    //    the manifest (kubeasz keeps it in {{ cluster_dir }}/yml).
+    if let Some(line) = write_etcd_config(&project, &cluster, &rendered, args.check)? {
+        if json {
+            println!("{}", serde_json::json!({ "event": "etcd", "detail": line }));
+        } else {
+            eprintln!("{line}");
+        }
+    }
     if !args.check {
         for r in &rendered {
             if let Destination::Cluster { deploy_path } = &r.dest {

@@ -137,3 +137,50 @@ pub fn run(args: SuperviseArgs) -> Result<ExitCode> {
     let _ = std::fs::remove_file(&args.pidfile);
     result.map(|()| ExitCode::SUCCESS)
 }
+
+/// `installer probe-http URL`: exit 0 when a plain-HTTP GET of URL answers 200 within 2 s.
+/// Used on nodes to wait for the agent's `/readyz` without needing curl there.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// `http://HOST:PORT/PATH`.
+    pub url: String,
+}
+
+/// Probe an HTTP URL once; prints the status line.
+pub fn probe_http(args: ProbeArgs) -> Result<ExitCode> {
+    use std::io::Read;
+    use std::net::{TcpStream, ToSocketAddrs};
+    let rest = args
+        .url
+        .strip_prefix("http://")
+        .with_context(|| format!("{}: only http:// URLs can be probed", args.url))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} has no address"))?;
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {authority}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status_line = text.lines().next().unwrap_or_default().to_string();
+    println!("{status_line}");
+    let ok = status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code == "200");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

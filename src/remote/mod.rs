@@ -49,6 +49,7 @@ pub mod known_hosts;
 pub mod ops;
 pub mod pattern;
 pub mod report;
+pub mod service;
 pub mod session;
 pub mod ssh_config;
 
@@ -58,4 +59,5 @@ pub use fleet::{Counts, Fleet, FleetOptions, HostCtx, HostFailed, HostRecap, Rec
 pub use known_hosts::{HostKeyError, HostKeyPolicy, HostKeyVerdict, KnownHosts};
 pub use ops::{Attrs, CmdOutput, Content, OpResult, OpStatus, Remote, RemoteError};
 pub use report::{HumanReporter, JsonReporter, Reporter};
+pub use service::ServiceSpec;
 pub use session::{ConnectError, ConnectOptions, connect};

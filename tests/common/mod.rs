@@ -14,9 +14,13 @@ pub fn repo(rel: &str) -> PathBuf {
     root().join(rel)
 }
 
-/// The installer binary, with Ansible's inventory variable cleared.
+/// The installer binary, with Ansible's inventory variable cleared. `INSTALLER_TEST_BIN`
+/// overrides the path (useful when several worktrees share one cargo target directory).
 pub fn installer() -> Command {
-    let mut cmd = Command::cargo_bin("installer").expect("binary built");
+    let mut cmd = match std::env::var_os("INSTALLER_TEST_BIN") {
+        Some(p) => Command::new(p),
+        None => Command::cargo_bin("installer").expect("binary built"),
+    };
     cmd.env_remove("ANSIBLE_INVENTORY");
     cmd
 }
