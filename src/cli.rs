@@ -33,6 +33,8 @@ pub enum Command {
     Fetch(crate::setup::FetchCmd),
     /// Install a network plugin on every master and node over SSH.
     Setup(crate::setup::SetupArgs),
+    /// Stop the agents and remove everything setup made (nodes and etcd).
+    Clean(crate::setup::CleanArgs),
     /// A local lab of real SSH hosts in network namespaces.
     Lab(crate::lab::LabArgs),
     /// Keep a command running with a pid file and log (hosts without systemd).
@@ -148,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::Render(args) => run_render(args),
         Command::Fetch(args) => crate::setup::run_fetch(args),
         Command::Setup(args) => crate::setup::run_setup(args),
+        Command::Clean(args) => crate::setup::run_clean(args),
         Command::Lab(args) => crate::lab::run(args),
         Command::Supervise(args) => crate::supervise::run(args),
         Command::ProbeHttp(args) => crate::supervise::probe_http(args),

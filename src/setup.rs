@@ -662,28 +662,12 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         plans.insert(node.host.clone(), plan);
         conns.push(connection_spec(&project, &node.host, &defaults)?);
     }
-    let ssh_opts = ssh_options(&project, &nodes[0].host);
-    let opt = |key: &str| {
-        ssh_opts
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    };
-    let known_hosts_file = match (&args.known_hosts, opt("userknownhostsfile")) {
-        (Some(p), _) => p.clone(),
-        (None, Some(p)) => PathBuf::from(p),
-        (None, None) => KnownHosts::default_user_file(&defaults.home.clone().unwrap_or_default()),
-    };
-    let policy = args.host_key_policy.or_else(|| {
-        opt("stricthostkeychecking").map(|v| match v.to_ascii_lowercase().as_str() {
-            "yes" => HostKeyPolicy::Strict,
-            "no" | "off" => HostKeyPolicy::Off,
-            _ => HostKeyPolicy::AcceptNew,
-        })
-    });
-    let connect = ConnectOptions::new(
-        Arc::new(KnownHosts::new(known_hosts_file)),
-        defaults.host_key_policy(policy),
+    let connect = connect_options(
+        &project,
+        &nodes[0].host,
+        &defaults,
+        args.known_hosts.as_ref(),
+        args.host_key_policy,
     );
     let fleet_opts = FleetOptions {
         forks: defaults.forks(args.forks),
@@ -753,4 +737,217 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// `installer clean PLUGIN`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Network plugin to remove (flannel).
+    pub plugin: String,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Only hosts matching this Ansible host pattern.
+    #[arg(short = 'l', long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// Hosts worked on at once (default: ansible.cfg forks, else 50).
+    #[arg(short = 'f', long)]
+    pub forks: Option<usize>,
+    /// Show what would be removed; remove nothing.
+    #[arg(short = 'C', long)]
+    pub check: bool,
+    /// More detail: -v shows unchanged operations too.
+    #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Output: human text, or one JSON event per line.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// known_hosts file (as for setup).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// What to do with unknown host keys.
+    #[arg(long, value_enum)]
+    pub host_key_policy: Option<HostKeyPolicy>,
+}
+
+/// Connection options shared by setup and clean.
+fn connect_options(
+    project: &Project,
+    first_host: &str,
+    defaults: &ConnDefaults,
+    known_hosts: Option<&PathBuf>,
+    policy: Option<HostKeyPolicy>,
+) -> ConnectOptions {
+    let ssh_opts = ssh_options(project, first_host);
+    let opt = |key: &str| {
+        ssh_opts
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let known_hosts_file = match (known_hosts, opt("userknownhostsfile")) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => PathBuf::from(p),
+        (None, None) => KnownHosts::default_user_file(&defaults.home.clone().unwrap_or_default()),
+    };
+    let policy = policy.or_else(|| {
+        opt("stricthostkeychecking").map(|v| match v.to_ascii_lowercase().as_str() {
+            "yes" => HostKeyPolicy::Strict,
+            "no" | "off" => HostKeyPolicy::Off,
+            _ => HostKeyPolicy::AcceptNew,
+        })
+    });
+    ConnectOptions::new(
+        Arc::new(KnownHosts::new(known_hosts_file)),
+        defaults.host_key_policy(policy),
+    )
+}
+
+/// `installer clean flannel`: stop the agents and remove what setup made, on every node and
+/// in etcd, so that a new setup starts clean.
+pub fn run_clean(args: CleanArgs) -> Result<ExitCode> {
+    use crate::network::flannel::{
+        AGENT_CONFIG_PATH, AGENT_UNIT_PATH, CNI_CONFLIST_PATH, NET_CONF_PATH,
+    };
+    if args.plugin != "flannel" {
+        bail!(
+            "unknown network plugin {:?}: supported: {}",
+            args.plugin,
+            crate::cluster::SUPPORTED_NETWORKS.join(", ")
+        );
+    }
+    let json = args.output == OutputFormat::Json;
+    let project = Project::load(&args.source, &args.plugin)?;
+    let cluster = project.cluster()?;
+    let nodes = selected_nodes(&project, &cluster, args.limit.as_deref())?;
+    let defaults = ConnDefaults::load()?;
+    struct CleanPlan {
+        binary: String,
+        paths: Vec<String>,
+    }
+    let mut plans: IndexMap<String, CleanPlan> = IndexMap::new();
+    let mut conns = Vec::new();
+    for node in &nodes {
+        let vars = &project.vars;
+        let bin_dir = vars.resolve_string(&node.host, "bin_dir")?;
+        let bin_dir = bin_dir.trim_end_matches('/');
+        let cni_bin_dir = vars.resolve_string(&node.host, "CNI_BIN_DIR")?;
+        let cni_bin_dir = cni_bin_dir.trim_end_matches('/');
+        let log_dir = vars.resolve_string(&node.host, "flannel_agent_log_dir")?;
+        let mut paths: Vec<String> = vec![
+            CNI_CONFLIST_PATH.into(),
+            NET_CONF_PATH.into(),
+            AGENT_CONFIG_PATH.into(),
+            AGENT_UNIT_PATH.into(),
+            "/run/flannel/subnet.env".into(),
+            AGENT_PIDFILE.into(),
+            "/var/lib/cni/flannel".into(),
+            "/var/lib/cni/networks/cbr0".into(),
+            format!("{}/flannel-agent.log", log_dir.trim_end_matches('/')),
+            format!("{cni_bin_dir}/flannel"),
+        ];
+        for plugin in crate::network::flannel::CNI_PLUGINS {
+            paths.push(format!("{cni_bin_dir}/{plugin}"));
+        }
+        paths.push(format!("{bin_dir}/installer"));
+        plans.insert(
+            node.host.clone(),
+            CleanPlan {
+                binary: format!("{bin_dir}/installer"),
+                paths,
+            },
+        );
+        conns.push(connection_spec(&project, &node.host, &defaults)?);
+    }
+    let fleet_opts = FleetOptions {
+        forks: defaults.forks(args.forks),
+        check: args.check,
+        diff: false,
+        connect: connect_options(
+            &project,
+            &nodes[0].host,
+            &defaults,
+            args.known_hosts.as_ref(),
+            args.host_key_policy,
+        ),
+    };
+    let human;
+    let json_reporter;
+    let reporter: &dyn Reporter = if json {
+        json_reporter = JsonReporter::new();
+        &json_reporter
+    } else {
+        human = HumanReporter::new(args.verbose, false);
+        &human
+    };
+    let agent_clean = crate::cli::has_subcommand("agent");
+    let recap: Recap = Fleet::new(fleet_opts, reporter).run(&conns, |ctx| {
+        let Some(plan) = plans.get(ctx.host()) else {
+            return Err(ctx.fail("plan", "no plan for this host"));
+        };
+        let remote = ctx.remote();
+        ctx.step("agent");
+        ctx.record(remote.stop_service(AGENT_UNIT, AGENT_PIDFILE))?;
+        if agent_clean && !remote.check_mode() {
+            // The agent removes its datapath: device, routes, neighbours, FDB, rules, cni0.
+            ctx.record(remote.command(&[
+                plan.binary.as_str(),
+                "agent",
+                "clean",
+                "--config",
+                AGENT_CONFIG_PATH,
+            ]))?;
+        }
+        ctx.step("files");
+        let items: Vec<crate::remote::Desired<'_>> = plan
+            .paths
+            .iter()
+            .map(|p| crate::remote::Desired::Absent { path: p })
+            .collect();
+        let paths: Vec<&str> = plan.paths.iter().map(String::as_str).collect();
+        let facts = remote
+            .facts(&paths)
+            .map_err(|e| ctx.fail("facts", e.to_string()))?;
+        for r in remote.converge(&items, &facts) {
+            ctx.record(r)?;
+        }
+        Ok(())
+    });
+    // Cluster-wide: flannel's keys in etcd (config and every lease).
+    if recap.success()
+        && let crate::cluster::Datastore::Etcd { endpoints, prefix } = &cluster.datastore
+        && args.limit.is_none()
+    {
+        let first = &cluster.nodes[0].host;
+        let file = |name: &str| -> Result<Option<PathBuf>> {
+            let v = project.vars.resolve_string(first, name)?;
+            Ok((!v.trim().is_empty()).then(|| PathBuf::from(v.trim())))
+        };
+        let tls = if endpoints.iter().any(|e| e.starts_with("https://")) {
+            crate::etcd_gateway::EtcdTls {
+                ca: file("ETCD_DEPLOY_CAFILE")?,
+                cert: file("ETCD_DEPLOY_CERTFILE")?,
+                key: file("ETCD_DEPLOY_KEYFILE")?,
+            }
+        } else {
+            crate::etcd_gateway::EtcdTls::default()
+        };
+        let etcd = crate::etcd_gateway::EtcdGateway::new(endpoints, &tls)?;
+        let prefix = format!("{}/", prefix.trim_end_matches('/'));
+        let line = if args.check {
+            format!("etcd {prefix}*: would be deleted")
+        } else {
+            let n = etcd.delete_prefix(&prefix)?;
+            format!("etcd {prefix}*: {n} key(s) deleted")
+        };
+        if json {
+            println!("{}", serde_json::json!({ "event": "etcd", "detail": line }));
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    Ok(if recap.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

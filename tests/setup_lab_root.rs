@@ -284,3 +284,67 @@ fn fetch_writes_a_bundle_that_setup_uses_offline_root() {
     );
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+#[test]
+fn clean_removes_what_setup_made_root() {
+    let Some(lab) = LabGuard::up_or_skip("setup_clean", 2).expect("lab") else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("tempdir");
+    let (code, out, err) = setup(&lab, cache.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let etcd = installer::etcd_gateway::EtcdGateway::new(
+        std::slice::from_ref(&lab.etcd_endpoint),
+        &Default::default(),
+    )
+    .expect("etcd client");
+    assert!(
+        etcd.get("/coreos.com/network/config")
+            .expect("get")
+            .is_some(),
+        "setup wrote the config"
+    );
+    let out = installer()
+        .args(["clean", "flannel", "-i"])
+        .arg(&lab.inventory_path)
+        .output()
+        .expect("clean");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for node in &lab.nodes {
+        for p in [
+            "/etc/cni/net.d/10-flannel.conflist",
+            "/etc/kube-flannel/agent.json",
+            "/opt/kube/bin/installer",
+            "/opt/kube/bin/flannel",
+            "/opt/kube/bin/bridge",
+            "/run/flannel/subnet.env",
+        ] {
+            assert!(
+                !node.host_path(p).exists() && node.host_path(p).symlink_metadata().is_err(),
+                "{p} left on {}",
+                node.name
+            );
+        }
+    }
+    assert_eq!(
+        etcd.get("/coreos.com/network/config").expect("get"),
+        None,
+        "{text}"
+    );
+    // A second clean has nothing left to do.
+    let out = installer()
+        .args(["clean", "flannel", "-i"])
+        .arg(&lab.inventory_path)
+        .output()
+        .expect("clean");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success());
+    for node in &lab.nodes {
+        assert_eq!(recap_of(&text, &node.ip.to_string()).1, 0, "{text}");
+    }
+}
