@@ -5,6 +5,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod cluster;
+pub mod cni;
 pub mod inventory;
 pub mod lab;
 pub mod network;
