@@ -72,6 +72,20 @@ impl Attachment {
         self
     }
 
+    /// The `CNI_ARGS` containerd passes for a Kubernetes pod: `IgnoreUnknown=1` (so plugins
+    /// that do not know the pod keys accept them), `K8S_POD_NAMESPACE`, `K8S_POD_NAME` and
+    /// `K8S_POD_INFRA_CONTAINER_ID`.
+    pub fn with_pod(self, namespace: impl Into<String>, name: impl Into<String>) -> Attachment {
+        let id = self.container_id.clone();
+        let mut out = self;
+        if !out.args.iter().any(|(k, _)| k == "IgnoreUnknown") {
+            out.args.insert(0, ("IgnoreUnknown".into(), "1".into()));
+        }
+        out.with_arg("K8S_POD_NAMESPACE", namespace)
+            .with_arg("K8S_POD_NAME", name)
+            .with_arg("K8S_POD_INFRA_CONTAINER_ID", id)
+    }
+
     /// The same attachment on another interface (used for `lo`).
     fn on(&self, ifname: &str) -> Attachment {
         Attachment {
