@@ -287,6 +287,7 @@ impl Runtime {
         list: &NetworkList,
         attachment: &Attachment,
     ) -> Result<(), RuntimeError> {
+        self.validate(list, attachment)?;
         let mut cached = None;
         if self.version_at_least(list, "0.4.0")? {
             match cache::read_result(&self.cache_dir, &list.name, attachment).and_then(|r| {
@@ -324,6 +325,7 @@ impl Runtime {
         if list.disable_check {
             return Ok(());
         }
+        self.validate(list, attachment)?;
         let cache_error = |reason| RuntimeError::Cache {
             network: list.name.clone(),
             reason,
