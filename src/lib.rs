@@ -5,6 +5,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod cluster;
+pub mod cni;
 pub mod etcd_gateway;
 pub mod inventory;
 pub mod lab;
