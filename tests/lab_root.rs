@@ -632,7 +632,9 @@ fn guard_removes_labs_of_dead_test_processes_root() {
     if skip("guard_removes_labs_of_dead_test_processes_root") {
         return;
     }
-    let _shared = CLEANLINESS.read().unwrap_or_else(|e| e.into_inner());
+    // Exclusive: a LabGuard created by a parallel test would reap this orphan while it is
+    // still being built.
+    let _exclusive = CLEANLINESS.write().unwrap_or_else(|e| e.into_inner());
     // a lab named like a guard lab of a process that has exited
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
