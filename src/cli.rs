@@ -31,6 +31,8 @@ pub enum Command {
     Render(RenderArgs),
     /// A local lab of real SSH hosts in network namespaces.
     Lab(crate::lab::LabArgs),
+    /// The node network agent (flannel-compatible); runs on the nodes.
+    Agent(Box<crate::agent::AgentArgs>),
 }
 
 /// Options every command that reads the inventory shares.
@@ -136,6 +138,7 @@ pub fn main() -> ExitCode {
         Command::Vars(args) => run_vars(args),
         Command::Render(args) => run_render(args),
         Command::Lab(args) => crate::lab::run(args),
+        Command::Agent(args) => crate::agent::run(*args),
     };
     match result {
         Ok(code) => code,
