@@ -98,6 +98,8 @@ pub enum AgentAction {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
+    // one TLS provider for etcd's rustls (ring, as the rest of the binary)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
