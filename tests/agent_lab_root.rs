@@ -1088,6 +1088,148 @@ fn agent_interface_choice_and_direct_routing_root() {
     let _ = sh(&lab, n1, "ip link del ext0");
 }
 
+/// §4: etcd over TLS with a client certificate (kubeasz's etcd is https): the agent reads the
+/// config, creates its lease and writes subnet.env through `--etcd-cafile/certfile/keyfile`;
+/// without the client certificate it only logs the failure and retries.
+#[test]
+fn agent_etcd_tls_root() {
+    let Some((lab, bin)) = lab_or_skip("agent_etcd_tls_root", 1) else {
+        return;
+    };
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipping agent_etcd_tls_root: openssl not found");
+        return;
+    }
+    let node = &lab.nodes[0];
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = format!(
+        "set -e; cd {d}; \
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+           -keyout ca.key -out ca.pem -subj /CN=agent-test-ca 2>/dev/null; \
+         for who in server client; do \
+           openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null; done; \
+         printf 'subjectAltName=IP:{ip}\\nextendedKeyUsage=serverAuth,clientAuth\\n' > server.ext; \
+         printf 'extendedKeyUsage=clientAuth\\n' > client.ext; \
+         for who in server client; do \
+           openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+             -out $who.pem -extfile $who.ext 2>/dev/null; done",
+        ip = node.ip
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "certificates: {out:?}");
+    // a second etcd on node1, https only, client certificates required
+    let endpoint = format!("https://{}:2391", node.ip);
+    let holder = lab.holder_pid(node).unwrap().to_string();
+    let etcd_log = File::create(dir.path().join("etcd.log")).unwrap();
+    let mut etcd_child = Command::new("nsenter")
+        .args([
+            "-t", &holder, "-n", "-m", "-u", "--", "etcd", "--name", "tls",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+        ])
+        .args(["--listen-peer-urls", "http://127.0.0.1:2392"])
+        .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2392"])
+        .args(["--initial-cluster", "tls=http://127.0.0.1:2392"])
+        .arg("--cert-file")
+        .arg(dir.path().join("server.pem"))
+        .arg("--key-file")
+        .arg(dir.path().join("server.key"))
+        .arg("--trusted-ca-file")
+        .arg(dir.path().join("ca.pem"))
+        .arg("--client-cert-auth")
+        .stdin(Stdio::null())
+        .stdout(etcd_log.try_clone().unwrap())
+        .stderr(etcd_log)
+        .spawn()
+        .unwrap();
+    struct KillOnDrop<'a>(&'a mut Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _etcd_guard = KillOnDrop(&mut etcd_child);
+    let file = |n: &str| dir.path().join(n).display().to_string();
+    let tls_etcdctl = |args: &[&str]| {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoint, "--dial-timeout", "2s"])
+            .args(["--cacert", &file("ca.pem"), "--cert", &file("client.pem")])
+            .args(["--key", &file("client.key")])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    wait_for("TLS etcd up", Duration::from_secs(20), || {
+        tls_etcdctl(&[
+            "put",
+            &format!("{PREFIX}/config"),
+            &net_config(&lab, r#"{"Type":"host-gw"}"#),
+        ])
+        .status
+        .success()
+        .then_some(())
+    });
+    let mut agents = Agents::new(&lab, &bin);
+    // no client certificate: etcd refuses, the agent keeps retrying
+    agents.start(
+        0,
+        &[
+            "--etcd-endpoints",
+            &endpoint,
+            "--etcd-cafile",
+            &file("ca.pem"),
+        ],
+    );
+    wait_for("TLS refusal logged", Duration::from_secs(15), || {
+        (agents
+            .log(0)
+            .matches("Couldn't fetch network config")
+            .count()
+            >= 2)
+            .then_some(())
+    });
+    assert!(agents.running(0) && subnet_env(&lab, 0).is_none());
+    assert_eq!(agents.stop(0, rustix::process::Signal::TERM), Some(0));
+    // with it: lease and subnet.env
+    agents.start(
+        0,
+        &[
+            "--etcd-endpoints",
+            &endpoint,
+            "--etcd-cafile",
+            &file("ca.pem"),
+            "--etcd-certfile",
+            &file("client.pem"),
+            "--etcd-keyfile",
+            &file("client.key"),
+        ],
+    );
+    let subnet = env_subnet(&wait_env(&lab, 0));
+    let out = tls_etcdctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        &format!("{PREFIX}/subnets/"),
+    ]);
+    let keys = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        keys.contains(&format!("{PREFIX}/subnets/{}-24", subnet.network())),
+        "{keys}\n{}",
+        agents.log(0)
+    );
+    assert_eq!(agents.stop(0, rustix::process::Signal::TERM), Some(0));
+}
+
 // ---------------------------------------------------------------------------------------------
 // benchmark
 
