@@ -43,6 +43,8 @@ pub enum Command {
     /// Exit 0 when an http:// URL answers 200 (readiness probe on nodes).
     #[command(hide = true)]
     ProbeHttp(crate::supervise::ProbeArgs),
+    /// The node network agent (flannel-compatible); runs on the nodes.
+    Agent(Box<crate::agent::AgentArgs>),
 }
 
 /// Options every command that reads the inventory shares.
@@ -154,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Lab(args) => crate::lab::run(args),
         Command::Supervise(args) => crate::supervise::run(args),
         Command::ProbeHttp(args) => crate::supervise::probe_http(args),
+        Command::Agent(args) => crate::agent::run(*args),
     };
     match result {
         Ok(code) => code,
