@@ -41,6 +41,9 @@ async fn with_timeout<T, E: std::fmt::Display>(
     }
 }
 
+/// The bridge flannel's CNI delegate creates for pods.
+pub const CNI_BRIDGE: &str = "cni0";
+
 /// Remove everything; never stops at the first error.
 pub async fn clean(settings: &Settings) -> CleanReport {
     let mut report = CleanReport::default();
@@ -122,13 +125,14 @@ pub async fn clean(settings: &Settings) -> CleanReport {
         }
         match nl.links().await {
             Ok(links) => {
-                for l in links
-                    .iter()
-                    .filter(|l| l.name.starts_with("flannel.") && is_vxlan(l))
-                {
+                // flannel.<VNI>, and the pods' bridge the CNI plugin made (bridge never deletes
+                // it itself; a stale cni0 address breaks the next setup, flannel #1850).
+                for l in links.iter().filter(|l| {
+                    (l.name.starts_with("flannel.") && is_vxlan(l)) || l.name == CNI_BRIDGE
+                }) {
                     match nl.delete_link(l.index, &l.name).await {
                         Ok(()) => report.removed.push(format!(
-                            "device {} (with its neighbours, FDB entries and routes)",
+                            "device {} (with its addresses, neighbours, FDB entries and routes)",
                             l.name
                         )),
                         Err(e) => report.errors.push(e.to_string()),
