@@ -3,7 +3,7 @@
 //! the TTL (24 h); creation by transaction "only if absent"; renewal by a new etcd lease and a
 //! re-put; a prefix watch with reconnect (100 ms → 5 s backoff) and re-list after compaction.
 
-use super::{AcquireRequest, Datastore, DatastoreError, WatchUpdate};
+use super::{AcquireRequest, Datastore, DatastoreError, WatchUpdate, short_etcd_error};
 use crate::agent::lease::{
     Lease, LeaseAttrs, compatible, parse_subnet_key, pick_subnet, subnet_key,
 };
@@ -293,7 +293,7 @@ impl EtcdDatastore {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => return WatchEnd::Error("watch stream ended".into(), last, healthy),
-                Err(e) => return WatchEnd::Error(e.to_string(), last, healthy),
+                Err(e) => return WatchEnd::Error(short_etcd_error(&e), last, healthy),
             };
             if msg.compact_revision() > 0 {
                 return WatchEnd::Compacted(msg.compact_revision());
