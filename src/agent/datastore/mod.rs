@@ -58,6 +58,12 @@ pub enum DatastoreError {
     /// Creation kept racing with other nodes.
     #[error("max retries reached trying to acquire a subnet")]
     MaxRetries,
+    /// Our own lease disappeared (deleted or expired) before it could be renewed.
+    #[error("the lease of {subnet} is gone")]
+    LeaseGone {
+        /// The subnet.
+        subnet: Ipv4Net,
+    },
     /// Not implemented yet.
     #[error("{0}")]
     Unsupported(String),
