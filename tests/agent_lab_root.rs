@@ -707,6 +707,28 @@ fn agent_vxlan_three_nodes_root() {
     assert_eq!(link_mac(&lab, &lab.nodes[2], "flannel.1"), macs[2]);
     assert!(pod_ping(&lab, 2, pods[0]));
 
+    // after a reboot the device is gone but the lease is not: the MAC comes from the lease
+    assert_eq!(agents.stop(2, rustix::process::Signal::TERM), Some(0));
+    assert!(
+        sh(&lab, &lab.nodes[2], "ip link del flannel.1")
+            .status
+            .success()
+    );
+    agents.start(2, &[]);
+    wait_for(
+        "flannel.1 recreated from the lease",
+        Duration::from_secs(20),
+        || {
+            agents
+                .log(2)
+                .contains("(recovered from the previous lease)")
+                .then_some(())
+        },
+    );
+    assert_eq!(link_mac(&lab, &lab.nodes[2], "flannel.1"), macs[2]);
+    wait_vxlan_mesh(&lab, &subnets, &macs);
+    assert!(pod_ping(&lab, 2, pods[1]));
+
     // clean: stop the agents first, as `installer clean flannel` does
     for i in 0..3 {
         assert_eq!(agents.stop(i, rustix::process::Signal::TERM), Some(0));

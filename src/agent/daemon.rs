@@ -297,6 +297,11 @@ pub async fn run<D: Datastore>(
                         next_renew = renew_at(&lease, settings.renew_margin, settings.lease_ttl);
                         info!("Lease renewed: {}", lease.subnet);
                     }
+                    Err(DatastoreError::LeaseGone { .. }) => {
+                        error!("Lease has been revoked. Shutting down daemon.");
+                        watcher.abort();
+                        return Ok(ExitCode::SUCCESS);
+                    }
                     Err(e) => {
                         error!("Error renewing lease (trying again in {retry:?}): {e}");
                         next_renew = Some(Instant::now() + retry);

@@ -3,7 +3,7 @@
 //! the TTL (24 h); creation by transaction "only if absent"; renewal by a new etcd lease and a
 //! re-put; a prefix watch with reconnect (100 ms → 5 s backoff) and re-list after compaction.
 
-use super::{AcquireRequest, Datastore, DatastoreError, WatchUpdate};
+use super::{AcquireRequest, Datastore, DatastoreError, WatchUpdate, short_etcd_error};
 use crate::agent::lease::{
     Lease, LeaseAttrs, compatible, parse_subnet_key, pick_subnet, subnet_key,
 };
@@ -201,43 +201,44 @@ impl EtcdDatastore {
         let _ = self.call("revoke lease", c.lease_revoke(id)).await;
     }
 
-    /// Put `attrs` at the subnet's key with a fresh TTL lease (reservations keep no lease).
-    async fn put_with_ttl(
+    /// Rewrite an existing key with `attrs` and a fresh TTL lease (reservations keep no lease);
+    /// None when the key is gone (deleted or expired meanwhile): it is never resurrected.
+    async fn update(
         &self,
         subnet: Ipv4Net,
         attrs: &LeaseAttrs,
         reservation: bool,
-    ) -> Result<Lease, DatastoreError> {
+    ) -> Result<Option<Lease>, DatastoreError> {
         let value = serde_json::to_vec(attrs).unwrap_or_default();
         let key = self.lease_key(subnet);
+        let (id, expiration) = if reservation {
+            (0, None)
+        } else {
+            let (id, exp) = self.grant().await?;
+            (id, Some(exp))
+        };
+        let put_opts = (id != 0).then(|| PutOptions::new().with_lease(id));
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(key.clone(), value, put_opts)]);
         let mut c = self.client.clone();
-        if reservation {
-            self.call(format!("put {key}"), c.put(key.clone(), value, None))
-                .await?;
-            return Ok(Lease {
-                subnet,
-                attrs: attrs.clone(),
-                expiration: None,
-                id: 0,
-            });
-        }
-        let (id, expiration) = self.grant().await?;
-        let put = self
-            .call(
-                format!("put {key}"),
-                c.put(key.clone(), value, Some(PutOptions::new().with_lease(id))),
-            )
-            .await;
-        if let Err(e) = put {
+        let done = match self.call(format!("update {key}"), c.txn(txn)).await {
+            Ok(r) => r.succeeded(),
+            Err(e) => {
+                self.revoke(id).await;
+                return Err(e);
+            }
+        };
+        if !done {
             self.revoke(id).await;
-            return Err(e);
+            return Ok(None);
         }
-        Ok(Lease {
+        Ok(Some(Lease {
             subnet,
             attrs: attrs.clone(),
-            expiration: Some(expiration),
+            expiration,
             id,
-        })
+        }))
     }
 
     /// Create the key only if absent; None when someone else got there first.
@@ -293,7 +294,7 @@ impl EtcdDatastore {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => return WatchEnd::Error("watch stream ended".into(), last, healthy),
-                Err(e) => return WatchEnd::Error(e.to_string(), last, healthy),
+                Err(e) => return WatchEnd::Error(short_etcd_error(&e), last, healthy),
             };
             if msg.compact_revision() > 0 {
                 return WatchEnd::Compacted(msg.compact_revision());
@@ -368,9 +369,14 @@ impl Datastore for EtcdDatastore {
                 .find(|l| l.attrs.public_ip == req.attrs.public_ip)
             {
                 if compatible(req.conf, mine.subnet) {
-                    let lease = self
-                        .put_with_ttl(mine.subnet, req.attrs, mine.id == 0)
-                        .await?;
+                    let Some(lease) = self.update(mine.subnet, req.attrs, mine.id == 0).await?
+                    else {
+                        continue; // it expired meanwhile
+                    };
+                    // the key moved to the new etcd lease; the old one holds nothing now
+                    if mine.id != lease.id {
+                        self.revoke(mine.id).await;
+                    }
                     info!(
                         "Found lease ({}) for current IP ({}), reusing",
                         mine.subnet, req.attrs.public_ip
@@ -407,7 +413,12 @@ impl Datastore for EtcdDatastore {
         if lease.expiration.is_none() {
             return Ok(lease.clone());
         }
-        let renewed = self.put_with_ttl(lease.subnet, &lease.attrs, false).await?;
+        let renewed = self
+            .update(lease.subnet, &lease.attrs, false)
+            .await?
+            .ok_or(DatastoreError::LeaseGone {
+                subnet: lease.subnet,
+            })?;
         // the key moved to the new etcd lease; drop the old one
         self.revoke(lease.id).await;
         Ok(renewed)

@@ -27,7 +27,7 @@ pub enum DatastoreError {
         key: String,
     },
     /// An etcd request failed.
-    #[error("etcd {op}: {error}")]
+    #[error("etcd {op}: {}", short_etcd_error(.error))]
     Etcd {
         /// What was being done.
         op: String,
@@ -58,9 +58,37 @@ pub enum DatastoreError {
     /// Creation kept racing with other nodes.
     #[error("max retries reached trying to acquire a subnet")]
     MaxRetries,
+    /// Our own lease disappeared (deleted or expired) before it could be renewed.
+    #[error("the lease of {subnet} is gone")]
+    LeaseGone {
+        /// The subnet.
+        subnet: Ipv4Net,
+    },
     /// Not implemented yet.
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// An etcd client error in one line: gRPC message, code and root cause instead of the nested
+/// debug dump tonic's Display gives.
+pub fn short_etcd_error(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut text = format!("{} ({:?})", status.message(), status.code());
+    let mut source = std::error::Error::source(status);
+    let mut root = None;
+    while let Some(s) = source {
+        root = Some(s.to_string());
+        source = s.source();
+    }
+    if let Some(root) = root
+        && !text.contains(&root)
+    {
+        text.push_str(": ");
+        text.push_str(&root);
+    }
+    text
 }
 
 /// What the agent asks for when it acquires its lease.
