@@ -17,3 +17,4 @@ pub mod setup;
 pub mod supervise;
 pub mod template;
 pub mod vars;
+pub mod verify;
