@@ -32,6 +32,8 @@ pub enum Cause {
         dst: IpAddr,
         /// The peer node the route should lead to.
         peer: String,
+        /// The peer's pod subnet, when known.
+        subnet: Option<String>,
         /// What the route should be.
         expected: String,
         /// What the lookup gave.
@@ -119,15 +121,22 @@ impl fmt::Display for Cause {
                 node,
                 dst,
                 peer,
+                subnet,
                 expected,
                 actual,
                 reply_path,
-            } => write!(
-                f,
-                "{}no route: on {node}, {dst} resolves to `{actual}` instead of {expected} (toward {peer}); \
-                 the agent has not programmed the route to that pod subnet (or it was removed)",
-                path_word(*reply_path)
-            ),
+            } => {
+                let subnet = subnet
+                    .as_deref()
+                    .map(|s| format!(" {s}"))
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "{}no route: on {node}, {dst} goes `{actual}` instead of {expected}: \
+                     the route to {peer}'s pod subnet{subnet} is missing or wrong (flannel's agent programs it)",
+                    path_word(*reply_path)
+                )
+            }
             Cause::NoNeighbour {
                 node,
                 dev,
@@ -275,6 +284,7 @@ fn check_local(src: Side<'_>, dst_addr: IpAddr) -> Option<Cause> {
         node: src.node.to_string(),
         dst: dst_addr,
         peer: src.node.to_string(),
+        subnet: src.net.subnet.map(|s| s.to_string()),
         expected: format!("dev {bridge}"),
         actual: route.text.clone(),
         reply_path: false,
@@ -301,6 +311,7 @@ fn check_path(
         node: from.node.to_string(),
         dst: addr,
         peer: to.node.to_string(),
+        subnet: to.net.subnet.map(|s| s.to_string()),
         expected,
         actual: route.text.clone(),
         reply_path,
@@ -514,11 +525,12 @@ mod tests {
         });
         assert_eq!(c.kind(), "no-route");
         let text = c.to_string();
-        assert!(
-            text.contains("on 198.18.0.11, 198.19.67.2 resolves to `198.19.67.2 via 198.18.0.254"),
-            "{text}"
+        assert_eq!(
+            text,
+            "no route: on 198.18.0.11, 198.19.67.2 goes `198.19.67.2 via 198.18.0.254 dev eth0 src 198.18.0.11` \
+             instead of `via 198.18.0.13`: the route to 198.18.0.13's pod subnet 198.19.67.0/24 is missing or wrong \
+             (flannel's agent programs it)"
         );
-        assert!(text.contains("instead of `via 198.18.0.13`"), "{text}");
         assert!(!text.contains("reply path"), "{text}");
 
         // reply route missing on the target node

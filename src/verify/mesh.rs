@@ -175,8 +175,10 @@ pub struct Outcome {
     /// Wall time.
     #[serde(serialize_with = "secs")]
     pub duration: Duration,
-    /// Payload of the small pings, requests per pair.
+    /// Requests per pair and pass.
     pub count: u32,
+    /// Seconds each phase took (`connect`, `probes`, `routes`, `ping`, `diagnose`, `cleanup`).
+    pub phases: indexmap::IndexMap<&'static str, f64>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -870,6 +872,7 @@ impl<'a> Mesh<'a> {
             interrupted,
             duration: started.elapsed(),
             count: self.opts.timing.count,
+            phases: indexmap::IndexMap::new(),
         }
     }
 }
@@ -919,8 +922,18 @@ pub fn run(
     interrupt: &AtomicBool,
 ) -> Outcome {
     let started = Instant::now();
+    let mut phases = indexmap::IndexMap::new();
+    let mut lap = Instant::now();
+    let mut mark = |name: &'static str| {
+        phases.insert(
+            name,
+            (lap.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        );
+        lap = Instant::now();
+    };
     let stop = || interrupt.load(Ordering::SeqCst);
     let mut mesh = Mesh::connect(targets, opts);
+    mark("connect");
     let mode_name = match &mode {
         Mode::Probes => "probes",
         Mode::Pods(_) => "pods",
@@ -931,17 +944,31 @@ pub fn run(
             Mode::Probes => mesh.add_probes(),
             Mode::Pods(pods) => mesh.adopt_pods(pods),
         }
+        mark("probes");
     }
     if !stop() && opts.show_routes {
         mesh.collect_routes();
+        mark("routes");
     }
     if !stop() {
         pairs = mesh.ping();
+        mark("ping");
     }
-    if !stop() {
+    if !stop()
+        && pairs
+            .iter()
+            .any(|p| !p.ok() || p.reach.as_ref().is_some_and(|r| !r.ok()))
+    {
+        mesh.diagnose(&mut pairs);
+        mark("diagnose");
+    } else if !stop() {
+        // every pair answered: only MTU-pass failures can need a cause (no node is asked)
         mesh.diagnose(&mut pairs);
     }
     let cleanup = mesh.cleanup();
+    mark("cleanup");
     let interrupted = stop();
-    mesh.outcome(mode_name, pairs, cleanup, interrupted, started)
+    let mut outcome = mesh.outcome(mode_name, pairs, cleanup, interrupted, started);
+    outcome.phases = phases;
+    outcome
 }

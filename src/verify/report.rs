@@ -136,23 +136,34 @@ pub fn text(o: &Outcome) -> String {
     );
     for (i, n) in o.nodes.iter().enumerate() {
         let _ = write!(out, "  [{}] {}", i + 1, n.host);
+        if o.mode == "probes"
+            && let Some(ep) = o.endpoints.iter().find(|e| e.node == i)
+        {
+            let _ = write!(
+                out,
+                "  probe {}/{} mtu {} (netns {})",
+                ep.info.ip, ep.info.prefix_len, ep.info.mtu, ep.info.netns
+            );
+        }
         if let Some(e) = &n.error {
             let _ = write!(out, "  ERROR: {e}");
         }
         out.push('\n');
     }
-    for (i, ep) in o.endpoints.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "  {} {} {}/{} mtu {} (netns {}) on [{}]",
-            endpoint_label(o, i),
-            if ep.owned { "probe" } else { ep.name.as_str() },
-            ep.info.ip,
-            ep.info.prefix_len,
-            ep.info.mtu,
-            ep.info.netns,
-            ep.node + 1
-        );
+    if o.mode != "probes" {
+        for (i, ep) in o.endpoints.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {} {} {}/{} mtu {} (netns {}) on [{}]",
+                endpoint_label(o, i),
+                ep.name,
+                ep.info.ip,
+                ep.info.prefix_len,
+                ep.info.mtu,
+                ep.info.netns,
+                ep.node + 1
+            );
+        }
     }
     for note in &o.notes {
         let _ = writeln!(out, "  note: {note}");
@@ -233,7 +244,17 @@ pub fn text(o: &Outcome) -> String {
     if bad_nodes > 0 {
         let _ = write!(out, "; {bad_nodes} node(s) could not take part");
     }
-    let _ = writeln!(out, "; {:.1}s", o.duration.as_secs_f64());
+    let phases: Vec<String> = o
+        .phases
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.1}s"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "; {:.1}s ({})",
+        o.duration.as_secs_f64(),
+        phases.join(", ")
+    );
     if o.interrupted {
         let _ = writeln!(out, "interrupted: the remaining checks were skipped");
     }
