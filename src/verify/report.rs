@@ -305,3 +305,161 @@ pub fn json(o: &Outcome) -> Value {
     v["success"] = json!(o.success());
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::mesh::{CleanupEntry, NodeOutcome};
+    use crate::verify::model::{DelReport, Pass, PingResult, PingSource, ProbeInfo};
+    use std::time::Duration;
+
+    fn probe(n: u8) -> ProbeInfo {
+        ProbeInfo {
+            id: format!("iv1-{n}"),
+            netns: format!("installer-probe-iv1-{n}"),
+            ifname: "eth0".into(),
+            ip: format!("198.19.{}.2", 64 + n).parse().unwrap(),
+            prefix_len: 24,
+            gateway: None,
+            mtu: 1500,
+            network: "cbr0".into(),
+            host_interfaces: vec!["cni0".into()],
+            host_addrs: vec![format!("198.18.0.{}", 10 + n).parse().unwrap()],
+        }
+    }
+
+    fn result(pass: Pass, ok: bool, rtt: f64) -> PingResult {
+        PingResult {
+            source: PingSource::Host,
+            target: "198.19.65.2".parse().unwrap(),
+            pass,
+            size: 56,
+            df: pass == Pass::Mtu,
+            sent: 3,
+            received: if ok { 3 } else { 0 },
+            rtt_min_ms: None,
+            rtt_avg_ms: ok.then_some(rtt),
+            rtt_max_ms: None,
+            errors: vec![],
+            path_mtu: None,
+        }
+    }
+
+    fn outcome() -> Outcome {
+        let nodes = (1..=2)
+            .map(|n| NodeOutcome {
+                host: format!("198.18.0.{}", 10 + n),
+                address: format!("198.18.0.{}", 10 + n),
+                error: None,
+                net: None,
+                routes: None,
+            })
+            .collect();
+        let endpoints = (1..=2)
+            .map(|n| Endpoint {
+                node: usize::from(n - 1),
+                name: "probe".into(),
+                info: probe(n),
+                owned: true,
+            })
+            .collect();
+        let pair = |from, to, reach: bool, mtu: bool, cause| Pair {
+            from,
+            to,
+            reach: Some(result(Pass::Reach, reach, 0.123)),
+            mtu: Some(result(Pass::Mtu, mtu, 0.2)),
+            cause,
+        };
+        let mtu_cause = Cause::Mtu {
+            packet: 1500,
+            pod_mtu: 1500,
+            path_mtu: None,
+        };
+        let unknown = Cause::Unknown { detail: "x".into() };
+        Outcome {
+            mode: "probes",
+            backend: "host-gw",
+            nodes,
+            endpoints,
+            pairs: vec![
+                pair(From::Pod(0), 1, true, true, None),
+                pair(From::Pod(1), 0, true, false, Some(mtu_cause)),
+                pair(From::Host(0), 0, true, true, None),
+                pair(From::Host(0), 1, false, false, Some(unknown)),
+                pair(From::Host(1), 0, true, true, None),
+                pair(From::Host(1), 1, true, true, None),
+            ],
+            cleanup: vec![
+                CleanupEntry {
+                    node: "198.18.0.11".into(),
+                    probe: "iv1-1".into(),
+                    report: Some(DelReport::default()),
+                    error: None,
+                },
+                CleanupEntry {
+                    node: "198.18.0.12".into(),
+                    probe: "iv1-2".into(),
+                    report: Some(DelReport {
+                        leftovers: vec!["netns installer-probe-iv1-2".into()],
+                        ..Default::default()
+                    }),
+                    error: None,
+                },
+            ],
+            notes: vec![],
+            interrupted: false,
+            duration: Duration::from_millis(1500),
+            count: 3,
+            phases: indexmap::IndexMap::from([("connect", 0.1), ("ping", 0.5)]),
+        }
+    }
+
+    #[test]
+    fn matrices_failures_summary_and_leftovers() {
+        let o = outcome();
+        let t = text(&o);
+        let lines: Vec<&str> = t.lines().collect();
+        let pod = lines
+            .iter()
+            .position(|l| l.starts_with("pod → pod"))
+            .unwrap();
+        assert_eq!(
+            lines[pod + 1].split_whitespace().collect::<Vec<_>>(),
+            ["to", "→", "[1]", "[2]"]
+        );
+        assert_eq!(
+            lines[pod + 2].split_whitespace().collect::<Vec<_>>(),
+            ["[1]", "-", "0.12"]
+        );
+        assert_eq!(
+            lines[pod + 3].split_whitespace().collect::<Vec<_>>(),
+            ["[2]", "MTU", "-"]
+        );
+        let host = lines.iter().position(|l| *l == "node → pod").unwrap();
+        assert_eq!(
+            lines[host + 2].split_whitespace().collect::<Vec<_>>(),
+            ["[1]", "0.12", "FAIL"]
+        );
+        assert!(t.contains("[1] node 198.18.0.11 → [2] probe 198.19.66.2 on 198.18.0.12: 100% loss (3 sent, 0 received)\n      unknown: x"), "{t}");
+        assert!(t.contains("summary: 6 pair(s): 4 passed, 2 failed (mtu 1, unknown 1); 1.5s (connect 0.1s, ping 0.5s)"), "{t}");
+        assert!(t.contains("cleanup: 1 of 2 probe(s) removed cleanly\n  198.18.0.12: probe iv1-2 not removed cleanly: still there: netns installer-probe-iv1-2"), "{t}");
+        assert!(t.ends_with("result: FAIL\n"), "{t}");
+
+        let j = json(&o);
+        assert_eq!(j["success"], false);
+        assert_eq!(j["summary"]["failed"], 2);
+        assert_eq!(j["summary"]["by_cause"]["mtu"], 1);
+        assert_eq!(j["pairs"][1]["cause"]["kind"], "mtu");
+        assert_eq!(j["pairs"][1]["from_node"], "198.18.0.12");
+        assert_eq!(j["pairs"][1]["target"], "198.19.65.2");
+        assert!(
+            j["pairs"][1]["cause"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("black hole")
+        );
+        assert_eq!(j["pairs"][0]["ok"], true);
+        assert_eq!(j["phases"]["ping"], 0.5);
+        assert_eq!(j["duration"], 1.5);
+    }
+}
