@@ -1,7 +1,9 @@
 //! `installer verify ping-mesh` against real lab nodes (namespace hosts with their own sshd).
 //!
 //! The flannel agent is not needed for host-gw: after `setup flannel` (plugins, node binary,
-//! conflist) each test writes every node's `/run/flannel/subnet.env` and the host-gw routes
+//! conflist; with `FLANNEL_DATASTORE=kubernetes` so that a build with the agent does not start
+//! it — the lab has no API server — and it cannot re-add the routes a test removes) each test
+//! writes every node's `/run/flannel/subnet.env` and the host-gw routes
 //! (`ip route add <peer pod subnet> via <peer node>`) itself, which is exactly flannel's host-gw
 //! datapath. The vxlan test needs the agent and skips with a notice when the binary has none.
 //! Needs root and the lab packages; skips with a notice otherwise. Addresses: lab nodes
@@ -38,7 +40,8 @@ fn hostgw_lab(test: &str, nodes: usize) -> Option<HostGw> {
     let lab = LabGuard::up_or_skip(test, nodes).expect("lab up")?;
     let cache = tempfile::tempdir().expect("tempdir");
     let out = installer()
-        .args(["setup", "flannel", "-e", "FLANNEL_BACKEND=host-gw", "-i"])
+        .args(["setup", "flannel", "-e", "FLANNEL_BACKEND=host-gw"])
+        .args(["-e", "FLANNEL_DATASTORE=kubernetes", "-i"])
         .arg(&lab.inventory_path)
         .arg("--cache-dir")
         .arg(cache.path())
@@ -511,14 +514,14 @@ fn probe_commands_on_a_node_are_idempotent_and_do_not_clobber_root() {
 }
 
 #[test]
-fn ping_mesh_vxlan_all_pairs_pass_root() {
+fn ping_mesh_vxlan_all_pairs_pass_and_a_missing_fdb_entry_is_named_root() {
     let has_agent = installer()
         .args(["agent", "--help"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_agent {
         eprintln!(
-            "skipping ping_mesh_vxlan_all_pairs_pass_root: this build has no `installer agent` \
+            "skipping ping_mesh_vxlan_all_pairs_pass_and_a_missing_fdb_entry_is_named_root: this build has no `installer agent` \
              (the flannel agent programs the vxlan datapath)"
         );
         return;
@@ -547,6 +550,62 @@ fn ping_mesh_vxlan_all_pairs_pass_root() {
     assert_eq!(report["pairs"].as_array().map(Vec::len), Some(15));
     for ep in report["endpoints"].as_array().unwrap() {
         assert_eq!(ep["info"]["mtu"], 1450, "vxlan pod MTU: {ep}");
+    }
+    assert_clean(&lab, &report);
+
+    // Remove node1's FDB entry for node3's VTEP: exactly the node1 ↔ node3 pairs fail, no-fdb.
+    let (n1, n3) = (&lab.nodes[0], &lab.nodes[2]);
+    let fdb = lab
+        .exec_on(n1, &["bridge", "fdb", "show", "dev", "flannel.1"])
+        .expect("exec");
+    let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+    let mac = fdb
+        .lines()
+        .find(|l| l.contains(&format!("dst {} ", n3.ip)))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no FDB entry for {} in:\n{fdb}", n3.ip))
+        .to_string();
+    let out = lab
+        .exec_on(
+            n1,
+            &[
+                "bridge",
+                "fdb",
+                "del",
+                &mac,
+                "dev",
+                "flannel.1",
+                "dst",
+                &n3.ip.to_string(),
+            ],
+        )
+        .expect("exec");
+    ok(&out, "bridge fdb del");
+    let out = installer()
+        .args(["verify", "ping-mesh", "-o", "json", "-i"])
+        .arg(&lab.inventory_path)
+        .output()
+        .expect("verify");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(2), "{report:#}");
+    assert_eq!(
+        failing(&report),
+        pair_set(&[
+            ("pod", n1, n3, "no-fdb"),
+            ("pod", n3, n1, "no-fdb"),
+            ("host", n1, n3, "no-fdb"),
+            ("host", n3, n1, "no-fdb"),
+        ]),
+        "{report:#}"
+    );
+    for p in report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["ok"] == false)
+    {
+        assert_eq!(p["cause"]["node"], n1.ip.to_string());
+        assert_eq!(p["cause"]["mac"], mac.to_ascii_lowercase());
     }
     assert_clean(&lab, &report);
     let _ = installer()
