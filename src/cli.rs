@@ -37,6 +37,8 @@ pub enum Command {
     Clean(crate::setup::CleanArgs),
     /// A local lab of real SSH hosts in network namespaces.
     Lab(crate::lab::LabArgs),
+    /// Check the installed network: `verify ping-mesh` pings every pod-network path.
+    Verify(crate::verify::VerifyArgs),
     /// Keep a command running with a pid file and log (hosts without systemd).
     #[command(hide = true)]
     Supervise(crate::supervise::SuperviseArgs),
@@ -154,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Setup(args) => crate::setup::run_setup(args),
         Command::Clean(args) => crate::setup::run_clean(args),
         Command::Lab(args) => crate::lab::run(args),
+        Command::Verify(args) => crate::verify::run(args),
         Command::Supervise(args) => crate::supervise::run(args),
         Command::ProbeHttp(args) => crate::supervise::probe_http(args),
         Command::Agent(args) => crate::agent::run(*args),

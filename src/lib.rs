@@ -18,3 +18,4 @@ pub mod setup;
 pub mod supervise;
 pub mod template;
 pub mod vars;
+pub mod verify;

@@ -769,8 +769,8 @@ pub struct CleanArgs {
     pub host_key_policy: Option<HostKeyPolicy>,
 }
 
-/// Connection options shared by setup and clean.
-fn connect_options(
+/// Connection options shared by setup, clean and verify.
+pub fn connect_options(
     project: &Project,
     first_host: &str,
     defaults: &ConnDefaults,
