@@ -369,6 +369,30 @@ fn plan_agent(project: &Project, node: &Node, plan: &HostPlan, timeout: u64) -> 
     })
 }
 
+/// An etcd client for the deploy host: TLS files from `ETCD_DEPLOY_*FILE` when an endpoint is
+/// `https://`.
+fn deploy_etcd_client(
+    project: &Project,
+    cluster: &Cluster,
+    endpoints: &[String],
+) -> Result<crate::etcd_gateway::EtcdGateway> {
+    let first = &cluster.nodes[0].host;
+    let file = |name: &str| -> Result<Option<PathBuf>> {
+        let v = project.vars.resolve_string(first, name)?;
+        Ok((!v.trim().is_empty()).then(|| PathBuf::from(v.trim())))
+    };
+    let tls = if endpoints.iter().any(|e| e.starts_with("https://")) {
+        crate::etcd_gateway::EtcdTls {
+            ca: file("ETCD_DEPLOY_CAFILE")?,
+            cert: file("ETCD_DEPLOY_CERTFILE")?,
+            key: file("ETCD_DEPLOY_KEYFILE")?,
+        }
+    } else {
+        crate::etcd_gateway::EtcdTls::default()
+    };
+    Ok(crate::etcd_gateway::EtcdGateway::new(endpoints, &tls)?)
+}
+
 /// Write flannel's network config to etcd before the agents start; reports what it did.
 fn write_etcd_config(
     project: &Project,
@@ -385,21 +409,7 @@ fn write_etcd_config(
     }) else {
         return Ok(None);
     };
-    let first = &cluster.nodes[0].host;
-    let file = |name: &str| -> Result<Option<PathBuf>> {
-        let v = project.vars.resolve_string(first, name)?;
-        Ok((!v.trim().is_empty()).then(|| PathBuf::from(v.trim())))
-    };
-    let tls = if endpoints.iter().any(|e| e.starts_with("https://")) {
-        crate::etcd_gateway::EtcdTls {
-            ca: file("ETCD_DEPLOY_CAFILE")?,
-            cert: file("ETCD_DEPLOY_CERTFILE")?,
-            key: file("ETCD_DEPLOY_KEYFILE")?,
-        }
-    } else {
-        crate::etcd_gateway::EtcdTls::default()
-    };
-    let etcd = crate::etcd_gateway::EtcdGateway::new(endpoints, &tls)?;
+    let etcd = deploy_etcd_client(project, cluster, endpoints)?;
     let wanted: Json = serde_json::from_str(&content).context("network config")?;
     let current = etcd.get(&key)?;
     let same = current
@@ -917,21 +927,7 @@ pub fn run_clean(args: CleanArgs) -> Result<ExitCode> {
         && let crate::cluster::Datastore::Etcd { endpoints, prefix } = &cluster.datastore
         && args.limit.is_none()
     {
-        let first = &cluster.nodes[0].host;
-        let file = |name: &str| -> Result<Option<PathBuf>> {
-            let v = project.vars.resolve_string(first, name)?;
-            Ok((!v.trim().is_empty()).then(|| PathBuf::from(v.trim())))
-        };
-        let tls = if endpoints.iter().any(|e| e.starts_with("https://")) {
-            crate::etcd_gateway::EtcdTls {
-                ca: file("ETCD_DEPLOY_CAFILE")?,
-                cert: file("ETCD_DEPLOY_CERTFILE")?,
-                key: file("ETCD_DEPLOY_KEYFILE")?,
-            }
-        } else {
-            crate::etcd_gateway::EtcdTls::default()
-        };
-        let etcd = crate::etcd_gateway::EtcdGateway::new(endpoints, &tls)?;
+        let etcd = deploy_etcd_client(&project, &cluster, endpoints)?;
         let prefix = format!("{}/", prefix.trim_end_matches('/'));
         let line = if args.check {
             format!("etcd {prefix}*: would be deleted")
