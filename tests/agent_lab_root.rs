@@ -11,7 +11,6 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "/coreos.com/network";
@@ -20,31 +19,24 @@ const HEALTHZ_PORT: u16 = 9402;
 // ---------------------------------------------------------------------------------------------
 // harness
 
-/// The installer binary under test, copied once so builds of other trees sharing the target
-/// directory cannot replace it mid-test; None (with a notice) when it is not this tree's.
-fn agent_bin() -> Option<&'static Path> {
-    static BIN: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = std::env::var("INSTALLER_TEST_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_installer").into());
-        let dir = tempfile::Builder::new()
-            .prefix("agent-bin")
-            .tempdir()
-            .ok()?;
-        let dst = dir.path().join("installer");
-        std::fs::copy(&src, &dst).ok()?;
-        let ours = Command::new(&dst)
-            .args(["agent", "--help"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--iface-regex"));
-        if !ours {
-            eprintln!("{src} is not this tree's installer (shared target dir?)");
-            return None;
-        }
-        Some((dir, dst))
-    })
-    .as_ref()
-    .map(|(_, p)| p.as_path())
+/// The installer binary under test (`INSTALLER_TEST_BIN`, else the one cargo built), copied into
+/// the lab's state directory so builds of other trees sharing the target directory cannot replace
+/// it mid-test and the copy goes away with the lab; None (with a notice) when it is not this
+/// tree's installer.
+fn agent_bin(lab: &Lab) -> Option<PathBuf> {
+    let src = std::env::var("INSTALLER_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_installer").into());
+    let dst = lab.state_dir.join("installer-under-test");
+    std::fs::copy(&src, &dst).ok()?;
+    let ours = Command::new(&dst)
+        .args(["agent", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--iface-regex"));
+    if !ours {
+        eprintln!("{src} is not this tree's installer (shared target dir?)");
+        return None;
+    }
+    Some(dst)
 }
 
 /// A lab plus everything needed to drive agents in it; None (with a notice) when the test
@@ -58,12 +50,12 @@ fn lab_or_skip(test: &str, nodes: usize) -> Option<(LabGuard, PathBuf)> {
         eprintln!("skipping {test}: etcdctl not found (Debian package etcd-client)");
         return None;
     }
-    let Some(bin) = agent_bin() else {
+    let lab = LabGuard::up_or_skip(test, nodes).expect("lab up")?;
+    let Some(bin) = agent_bin(&lab) else {
         eprintln!("skipping {test}: no usable installer binary");
         return None;
     };
-    let lab = LabGuard::up_or_skip(test, nodes).expect("lab up")?;
-    Some((lab, bin.to_path_buf()))
+    Some((lab, bin))
 }
 
 fn etcdctl(lab: &Lab, args: &[&str]) -> Output {
