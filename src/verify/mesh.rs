@@ -626,8 +626,9 @@ impl<'a> Mesh<'a> {
         }
     }
 
-    /// Gather facts on the nodes of failing pairs and name each failure's likely cause.
-    pub fn diagnose(&self, pairs: &mut [Pair]) {
+    /// Gather facts on the nodes of failing pairs and name each failure's likely cause; says
+    /// whether any node had to be asked (MTU-only failures need no facts).
+    pub fn diagnose(&self, pairs: &mut [Pair]) -> bool {
         let dev = match &self.opts.backend {
             Backend::Vxlan { vni, .. } => Some(format!("flannel.{vni}")),
             Backend::HostGw => None,
@@ -734,6 +735,7 @@ impl<'a> Mesh<'a> {
                 path_mtu: mtu.and_then(|m| m.path_mtu),
             });
         }
+        !failing.is_empty()
     }
 
     /// The source address node `n` uses toward `dst` (from its route lookup), else its first
@@ -954,16 +956,8 @@ pub fn run(
         pairs = mesh.ping();
         mark("ping");
     }
-    if !stop()
-        && pairs
-            .iter()
-            .any(|p| !p.ok() || p.reach.as_ref().is_some_and(|r| !r.ok()))
-    {
-        mesh.diagnose(&mut pairs);
+    if !stop() && mesh.diagnose(&mut pairs) {
         mark("diagnose");
-    } else if !stop() {
-        // every pair answered: only MTU-pass failures can need a cause (no node is asked)
-        mesh.diagnose(&mut pairs);
     }
     let cleanup = mesh.cleanup();
     mark("cleanup");
