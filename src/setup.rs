@@ -659,7 +659,9 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
     let start_agent = cluster.agent == crate::cluster::AgentMode::Embedded
         && matches!(cluster.datastore, crate::cluster::Datastore::Etcd { .. })
         && crate::cli::has_subcommand("agent");
-    if cluster.agent == crate::cluster::AgentMode::Embedded && !start_agent {
+    if cluster.agent == crate::cluster::AgentMode::Embedded
+        && cluster.datastore == crate::cluster::Datastore::Kubernetes
+    {
         eprintln!(
             "note: the embedded agent is installed but not started: with FLANNEL_DATASTORE=kubernetes it needs the Kubernetes API, which this version does not set up yet"
         );
