@@ -899,7 +899,11 @@ pub fn run_clean(args: CleanArgs) -> Result<ExitCode> {
         let remote = ctx.remote();
         ctx.step("agent");
         ctx.record(remote.stop_service(AGENT_UNIT, AGENT_PIDFILE))?;
-        if agent_clean && !remote.check_mode() {
+        let installed = remote
+            .facts(&[plan.binary.as_str()])
+            .map_err(|e| ctx.fail("facts", e.to_string()))?
+            .exists(0);
+        if agent_clean && installed && !remote.check_mode() {
             // The agent removes its datapath: device, routes, neighbours, FDB, rules, cni0.
             ctx.record(remote.command(&[
                 plan.binary.as_str(),

@@ -91,6 +91,13 @@ pub struct Facts {
     paths: Vec<Fact>,
 }
 
+impl Facts {
+    /// Whether the `index`-th queried path exists (as anything).
+    pub fn exists(&self, index: usize) -> bool {
+        self.paths.get(index).is_some_and(|f| *f != Fact::Absent)
+    }
+}
+
 /// Prints `uname -m`, then one tab-separated line per path argument.
 const FACTS: &str = r#"uname -m
 for p in "$@"; do
