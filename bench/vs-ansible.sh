@@ -44,8 +44,8 @@ scripts/install-deps --lab
 export PATH="$HOME/.cargo/bin:$PATH"
 say "== building the release binary"
 cargo build --locked --release -q
-bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release/installer
-[ -x "$bin" ] || die "no release binary at $bin"
+built=$(realpath "${CARGO_TARGET_DIR:-target}")/release/installer
+[ -x "$built" ] || die "no release binary at $built"
 
 python=$(command -v /usr/bin/python3 python3 | head -n1) || die "python3 is missing (apt-get install python3)"
 ansible_has() { # the venv's ansible-core is the wanted version (read fully: grep -q would break the pipe)
@@ -72,9 +72,12 @@ done
 
 rm -rf "$work"
 mkdir -p "$work/logs"
+# A private copy: a rebuild of the target directory during the run cannot change what is pushed.
+bin=$work/installer
+cp "$built" "$bin"
 cp_dir=$(mktemp -d /tmp/vs-ansible-cp.XXXXXX)   # Ansible's ControlPath sockets (short path)
 samples=$work/samples.tsv
-printf 'nodes\ttool\tphase\trun\tseconds\n' >"$samples"
+printf 'nodes\ttool\tphase\trun\tseconds\tload1\n' >"$samples"
 
 lab_state=""
 close_masters() {
@@ -148,17 +151,18 @@ check_recap() {
 
 # Run a tool once, timed (wall clock of the whole command), and record the sample.
 timed_run() {
-  local tool=$1 phase=$2 run=$3 log s e secs rc=0
+  local tool=$1 phase=$2 run=$3 log s e secs load rc=0
   log=$work/logs/$nodes-$tool-$phase-$run.log
   tool_cmd "$tool"
   [ "$tool" = ansible ] && close_masters
+  load=$(cut -d' ' -f1 /proc/loadavg)
   s=$(date +%s.%N)
   "${cmd[@]}" >"$log" 2>&1 || rc=$?
   e=$(date +%s.%N)
   [ "$rc" = 0 ] || { tail -n 30 "$log" >&2; die "$tool $phase run failed (exit $rc); log: $log"; }
   check_recap "$log" "$([ "$phase" = first ] && echo changed || echo unchanged)"
   secs=$(awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f", e - s }')
-  printf '%s\t%s\t%s\t%s\t%s\n' "$nodes" "$tool" "$phase" "$run" "$secs" >>"$samples"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$nodes" "$tool" "$phase" "$run" "$secs" "$load" >>"$samples"
   printf ' %s %s %ss' "$tool" "$phase" "$secs" >&2
 }
 
@@ -249,6 +253,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
     "$(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')" "$(nproc)" \
     "$(awk '/MemTotal/ { printf "%d", $2 / 1048576 }' /proc/meminfo)" "$(uname -r)" \
     "$(. /etc/os-release && echo "$PRETTY_NAME")"
+  printf -- '- 1-min load average at the start of each timed run: %s\n' \
+    "$(awk -F'\t' 'NR > 1 { print $6 }' "$samples" | sort -g | awk '{ a[NR] = $1 } END {
+        printf "median %s (min %s, max %s)", a[int((NR + 1) / 2)], a[1], a[NR] }')"
   printf -- '- load average (1/5/15 min) when each size started: %s; at the end: %s\n' \
     "$(IFS=';'; echo "${loads[*]}" | sed 's/;/; /g')" "$(cut -d' ' -f1-3 /proc/loadavg)"
   printf -- '- installer %s (commit %s, %s bytes), ansible-core %s on Python %s, %s\n' \
