@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: `installer verify ping-mesh` on lab nodes with flannel's host-gw datapath (set up by
-# hand: subnet.env + peer routes; FLANNEL_DATASTORE=kubernetes keeps a build with the agent from
-# starting it, as the lab has no API server), at 3 and 10 nodes (override with
+# hand: subnet.env + peer routes; `setup --files-only` keeps the agent from starting), at 3 and
+# 10 nodes (override with
 # NODES="3 10 30"), RUNS repetitions each (default 3); the median wall time and the median of
 # each phase are printed. Needs root and a release build (built here). Reproduce:
 #   sudo bench/verify.sh
@@ -39,7 +39,7 @@ for n in ${NODES:-3 10}; do
   total=(); connect=(); probes=(); ping=(); cleanup=(); pairs=0
   "$bin" lab up --name "$name" --nodes "$n" >/dev/null
   inv=/run/installer-lab/$name/hosts cache=/run/installer-lab/$name/cache
-  "$bin" setup flannel -e FLANNEL_BACKEND=host-gw -e FLANNEL_DATASTORE=kubernetes -i "$inv" --cache-dir "$cache" >/dev/null 2>&1 \
+  "$bin" setup flannel -e FLANNEL_BACKEND=host-gw --files-only -i "$inv" --cache-dir "$cache" >/dev/null 2>&1 \
     || { echo "setup failed at $n nodes" >&2; exit 1; }
   hostgw
   for _ in $(seq "$runs"); do

@@ -19,7 +19,8 @@
 #   4. prints a Markdown table: median (min-max) seconds and the Ansible/installer ratio.
 # Every run of Ansible starts with no SSH control master open (each tool starts cold).
 # Both tools get FLANNEL_DATASTORE=kubernetes (kubeasz's default), so both also render the
-# cluster manifest once on the deploy host.
+# cluster manifest once on the deploy host; installer runs with --files-only (the lab has no
+# API server to apply it to, and the Ansible playbook does not apply it either).
 #
 # Environment: RUNS (default 5), SIZES (default "3 10 30"), ANSIBLE_VERSION (2.14.4),
 # LAB_NAME (vsans). Logs and raw samples: bench/.work/ (samples.tsv, results.md, logs/).
@@ -109,7 +110,7 @@ tool_cmd() {
            -e "bench_plugin_dir=$plugins" -e "bench_node_binary=$bin" "${extra[@]}")
       [ "$mode" = check ] && cmd+=(--check) ;;
     installer|installer-f5)
-      cmd=("${installer_env[@]}" "$bin" setup flannel -i "$inv" --cache-dir "$cache" "${extra[@]}")
+      cmd=("${installer_env[@]}" "$bin" setup flannel --files-only -i "$inv" --cache-dir "$cache" "${extra[@]}")
       [ "$tool" = installer-f5 ] && cmd+=(--forks 5)
       [ "$mode" = check ] && cmd+=(--check) ;;
   esac

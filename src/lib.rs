@@ -9,6 +9,8 @@ pub mod cluster;
 pub mod cni;
 pub mod etcd_gateway;
 pub mod inventory;
+pub mod kube_setup;
+pub mod kubeapi;
 pub mod lab;
 pub mod network;
 pub mod remote;

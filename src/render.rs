@@ -7,7 +7,7 @@
 use crate::cluster::Cluster;
 use crate::vars::{RenderError, Variables};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::Value as Json;
 use std::fmt;
@@ -323,6 +323,7 @@ pub fn check_manifest(text: &str) -> Result<Vec<KubeObject>, String> {
             ("v1", "ServiceAccount") => {
                 drop(serde_json::from_value::<ServiceAccount>(doc.clone()).map_err(typed)?)
             }
+            ("v1", "Secret") => drop(serde_json::from_value::<Secret>(doc.clone()).map_err(typed)?),
             ("v1", "Namespace") => {
                 drop(serde_json::from_value::<Namespace>(doc.clone()).map_err(typed)?)
             }

@@ -85,9 +85,22 @@ pub struct SetupArgs {
     /// CPU architecture.
     #[arg(long, value_name = "PATH")]
     pub node_binary: Option<PathBuf>,
-    /// Seconds to wait for every node's agent to become ready.
+    /// Seconds to wait for every node's agent to become ready (and, with the Kubernetes
+    /// datastore, for every node's annotations or the DaemonSet's rollout).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub wait_timeout: u64,
+    /// kubeconfig of the cluster (FLANNEL_DATASTORE=kubernetes; default: $KUBECONFIG, else
+    /// ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Take over fields of the applied objects that another field manager owns (server-side
+    /// apply conflicts), instead of failing.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// Only put the files in place on the hosts: no Kubernetes API, no etcd, no agent start
+    /// (stage a cluster before its API server is up).
+    #[arg(long)]
+    pub files_only: bool,
 }
 
 /// Everything one host needs, in order.
@@ -107,6 +120,8 @@ pub struct HostPlan {
     pub removals: Vec<String>,
     /// The agent to (re)start and wait for, in embedded mode.
     pub agent: Option<AgentPlan>,
+    /// Image mode: an offline image tarball to push (remote path, local file) and load.
+    pub image: Option<(String, PathBuf)>,
 }
 
 /// How the embedded agent runs on a host.
@@ -286,7 +301,7 @@ fn plan_host(
     project: &Project,
     node: &Node,
     plugins: &[artifact::ExtractedFile],
-    node_binary: &Path,
+    node_binary: Option<&Path>,
     rendered: &[Rendered],
 ) -> Result<HostPlan> {
     let vars = &project.vars;
@@ -327,15 +342,18 @@ fn plan_host(
         plan.plugins
             .push((format!("{cni_bin_dir}/{}", p.name), p.path.clone()));
     }
-    let binary_path = format!("{bin_dir}/installer");
-    plan.node_binary = Some((binary_path.clone(), node_binary.to_path_buf()));
-    let link_target = if cni_bin_dir == bin_dir {
-        "installer".to_string()
-    } else {
-        binary_path
-    };
-    plan.links
-        .push((format!("{cni_bin_dir}/flannel"), link_target));
+    // Image mode: the DaemonSet's init container copies its own `flannel` plugin.
+    if let Some(node_binary) = node_binary {
+        let binary_path = format!("{bin_dir}/installer");
+        plan.node_binary = Some((binary_path.clone(), node_binary.to_path_buf()));
+        let link_target = if cni_bin_dir == bin_dir {
+            "installer".to_string()
+        } else {
+            binary_path
+        };
+        plan.links
+            .push((format!("{cni_bin_dir}/flannel"), link_target));
+    }
     plan.removals
         .push(crate::network::flannel::CNI_DEFAULT_CONF_PATH.to_string());
     Ok(plan)
@@ -457,10 +475,10 @@ fn apply_plan(
     ctx: &mut HostCtx<'_>,
     plan: &HostPlan,
     locals: &IndexMap<PathBuf, LocalFile>,
-    node_binary: &Path,
 ) -> Result<(), HostFailed> {
     let remote = ctx.remote();
     let exec_attrs = root_attrs(0o755);
+    let data_attrs = root_attrs(0o644);
     let file_attrs: Vec<Attrs> = plan.files.iter().map(|(_, _, m)| root_attrs(*m)).collect();
     let hashed: Vec<(String, u64)> = plan
         .files
@@ -516,12 +534,29 @@ fn apply_plan(
     for path in &plan.removals {
         items.push(("cleanup", crate::remote::Desired::Absent { path }));
     }
+    if let Some((path, src)) = &plan.image {
+        let Some(lf) = local(src) else {
+            return Err(ctx.fail("plan", format!("{} was not hashed", src.display())));
+        };
+        items.push((
+            "image",
+            crate::remote::Desired::File {
+                path,
+                content: Content::File(&lf.path),
+                sha256: &lf.sha256,
+                size: lf.size,
+                attrs: &data_attrs,
+            },
+        ));
+    }
     ctx.step("facts");
     let paths: Vec<&str> = items.iter().map(|(_, d)| d.path()).collect();
     let facts = remote
         .facts(&paths)
         .map_err(|e| ctx.fail("facts", e.to_string()))?;
-    check_architecture(ctx, node_binary, &facts.machine)?;
+    if let Some((_, node_binary)) = &plan.node_binary {
+        check_architecture(ctx, node_binary, &facts.machine)?;
+    }
     let desired: Vec<crate::remote::Desired<'_>> = items.iter().map(|(_, d)| d.clone()).collect();
     let results = remote.converge(&desired, &facts);
     let mut current = "";
@@ -534,6 +569,12 @@ fn apply_plan(
         if ctx.record(result)? == crate::remote::OpStatus::Changed {
             changed.insert(desired.path().to_string());
         }
+    }
+    if let Some((path, _)) = &plan.image
+        && changed.contains(path)
+    {
+        ctx.step("image");
+        ctx.record(remote.command(&["sh", "-c", LOAD_IMAGE_SCRIPT, "load-image", path]))?;
     }
     if let Some(agent) = &plan.agent {
         ctx.step("agent");
@@ -567,6 +608,15 @@ fn apply_plan(
     }
     Ok(())
 }
+
+/// Load an image tarball into the node's container runtime (containerd's k8s.io namespace, else
+/// docker). A failed load removes the tarball, so the next run pushes and loads it again.
+const LOAD_IMAGE_SCRIPT: &str = r#"f="$1"
+PATH="$PATH:/opt/kube/bin:/usr/local/bin"
+if command -v ctr >/dev/null 2>&1; then ctr -n=k8s.io images import "$f" || { rm -f "$f"; exit 1; }
+elif command -v docker >/dev/null 2>&1; then docker load -i "$f" || { rm -f "$f"; exit 1; }
+else rm -f "$f"; echo "no container runtime client (ctr or docker) on this host to load $f" >&2; exit 1
+fi"#;
 
 fn root_attrs(mode: u32) -> Attrs {
     Attrs {
@@ -644,32 +694,82 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
     // 2. Render everything (checked) before touching any host.
     let specs = crate::network::flannel::outputs(&cluster);
     let rendered = crate::render::render_all(&cluster, &project.vars, &specs, None)?;
+    let embedded = cluster.agent == crate::cluster::AgentMode::Embedded;
+    let kube_mode = cluster.datastore == crate::cluster::Datastore::Kubernetes && !args.files_only;
     let node_binary = match &args.node_binary {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("locating this binary")?,
     };
-    if !node_binary.is_file() {
+    if embedded && !node_binary.is_file() {
         bail!("node binary {} does not exist", node_binary.display());
     }
+    let image_tarball = if embedded {
+        None
+    } else {
+        offline_image(&project, first)?
+    };
 
-    // 3. Plans and connections.
+    // 3. The cluster first: objects applied (server-side), agent credentials read back.
+    let printer = crate::kube_setup::Printer { json };
+    let objects = crate::kube_setup::manifest_objects(&rendered);
+    let session = if kube_mode {
+        Some(crate::kubeapi::KubeSession::connect(
+            args.kubeconfig.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let mut kubeconfigs = IndexMap::new();
+    if let Some(session) = &session {
+        let opts = crate::kubeapi::apply::ApplyOptions {
+            dry_run: args.check,
+            force_conflicts: args.force_conflicts,
+            diff: args.diff,
+        };
+        crate::kube_setup::apply_manifest(session, &objects, opts, printer)?;
+        if embedded {
+            kubeconfigs = crate::kube_setup::agent_kubeconfigs(
+                &project, session, &objects, &nodes, args.check, printer,
+            )?;
+        }
+    }
+
+    // 4. Plans and connections.
     let defaults = ConnDefaults::load()?;
     let mut plans: IndexMap<String, HostPlan> = IndexMap::new();
     let mut conns = Vec::new();
-    let start_agent = cluster.agent == crate::cluster::AgentMode::Embedded
-        && matches!(cluster.datastore, crate::cluster::Datastore::Etcd { .. })
-        && crate::cli::has_subcommand("agent");
-    if cluster.agent == crate::cluster::AgentMode::Embedded
-        && cluster.datastore == crate::cluster::Datastore::Kubernetes
-    {
-        eprintln!(
-            "note: the embedded agent is installed but not started: with FLANNEL_DATASTORE=kubernetes it needs the Kubernetes API, which this version does not set up yet"
-        );
-    }
+    let start_agent = embedded && !args.files_only && crate::cli::has_subcommand("agent");
     for node in &nodes {
-        let mut plan = plan_host(&project, node, &plugins, &node_binary, &rendered)?;
+        let binary = embedded.then_some(node_binary.as_path());
+        let mut plan = plan_host(&project, node, &plugins, binary, &rendered)?;
+        let mut restart_on = Vec::new();
+        if let Some(text) = kubeconfigs.get(&node.host) {
+            let path = project
+                .vars
+                .resolve_string(&node.host, "FLANNEL_KUBECONFIG")?;
+            if !path.starts_with('/') {
+                bail!(
+                    "host {}: FLANNEL_KUBECONFIG={path:?} must be an absolute path",
+                    node.host
+                );
+            }
+            if let Some(parent) = Path::new(&path).parent() {
+                let parent = parent.display().to_string();
+                if !plan.dirs.iter().any(|(d, _)| *d == parent) {
+                    plan.dirs.push((parent, 0o755));
+                }
+            }
+            plan.files.push((path.clone(), text.clone(), 0o600));
+            restart_on.push(path);
+        }
+        if let Some((remote, local)) = &image_tarball {
+            plan.dirs.push(("/opt/kube/images".into(), 0o755));
+            plan.image = Some((remote.clone(), local.clone()));
+        }
         if start_agent {
-            plan.agent = Some(plan_agent(&project, node, &plan, args.wait_timeout)?);
+            let mut agent = plan_agent(&project, node, &plan, args.wait_timeout)?;
+            agent.restart_on.extend(restart_on);
+            plan.agent = Some(agent);
         }
         plans.insert(node.host.clone(), plan);
         conns.push(connection_spec(&project, &node.host, &defaults)?);
@@ -688,9 +788,14 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         connect,
     };
 
-    // 4. flannel's network config in etcd (the agents wait for it), and the deploy-host copy of
+    // 5. flannel's network config in etcd (the agents wait for it), and the deploy-host copy of
     //    the manifest (kubeasz keeps it in {{ cluster_dir }}/yml).
-    if let Some(line) = write_etcd_config(&project, &cluster, &rendered, args.check)? {
+    let etcd_line = if args.files_only {
+        None
+    } else {
+        write_etcd_config(&project, &cluster, &rendered, args.check)?
+    };
+    if let Some(line) = etcd_line {
         if json {
             println!("{}", serde_json::json!({ "event": "etcd", "detail": line }));
         } else {
@@ -705,7 +810,7 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         }
     }
 
-    // 5. Every host in parallel.
+    // 6. Every host in parallel.
     let human;
     let json_reporter;
     let reporter: &dyn Reporter = if json {
@@ -716,11 +821,14 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         &human
     };
     let mut locals: IndexMap<PathBuf, LocalFile> = IndexMap::new();
-    for p in plugins
-        .iter()
-        .map(|p| p.path.clone())
-        .chain([node_binary.clone()])
-    {
+    let mut uploads: Vec<PathBuf> = plugins.iter().map(|p| p.path.clone()).collect();
+    if embedded {
+        uploads.push(node_binary.clone());
+    }
+    if let Some((_, local)) = &image_tarball {
+        uploads.push(local.clone());
+    }
+    for p in uploads {
         let lf = LocalFile::hash(&p)?;
         locals.insert(p, lf);
     }
@@ -728,13 +836,49 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         let Some(plan) = plans.get(ctx.host()) else {
             return Err(ctx.fail("plan", "no plan for this host"));
         };
-        apply_plan(ctx, plan, &locals, &node_binary)
+        apply_plan(ctx, plan, &locals)
     });
-    Ok(if recap.success() {
+
+    // 7. The truth from the API: every node annotated by its agent, or the DaemonSet ready.
+    let mut ok = recap.success();
+    if let Some(session) = &session
+        && ok
+        && !args.check
+    {
+        let names = crate::kube_setup::node_names(&project, &nodes)?;
+        let timeout = std::time::Duration::from_secs(args.wait_timeout);
+        ok = if !embedded {
+            crate::kube_setup::wait_daemonset(session, &objects, &names, timeout, printer)?
+        } else if start_agent {
+            let backend = match cluster.backend {
+                crate::cluster::Backend::HostGw => "host-gw",
+                crate::cluster::Backend::Vxlan { .. } => "vxlan",
+            };
+            crate::kube_setup::wait_nodes_annotated(session, &names, backend, timeout, printer)?
+        } else {
+            true
+        };
+    }
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
+}
+
+/// Image mode: the offline image tarball (`{{ base_dir }}/down/{{ flannel_offline }}`) when
+/// it exists on the deploy host, with where it goes on nodes (kubeasz's /opt/kube/images).
+fn offline_image(project: &Project, host: &str) -> Result<Option<(String, PathBuf)>> {
+    let name = project.vars.resolve_string(host, "flannel_offline")?;
+    let base = project.vars.resolve_string(host, "base_dir")?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('/') {
+        return Ok(None);
+    }
+    let local = Path::new(base.trim()).join("down").join(name);
+    Ok(local
+        .is_file()
+        .then(|| (format!("/opt/kube/images/{name}"), local)))
 }
 
 /// Write a local file through a temporary name in the same directory.
@@ -779,6 +923,10 @@ pub struct CleanArgs {
     /// What to do with unknown host keys.
     #[arg(long, value_enum)]
     pub host_key_policy: Option<HostKeyPolicy>,
+    /// kubeconfig of the cluster (FLANNEL_DATASTORE=kubernetes; default: $KUBECONFIG, else
+    /// ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Connection options shared by setup, clean and verify.
@@ -928,6 +1076,22 @@ pub fn run_clean(args: CleanArgs) -> Result<ExitCode> {
         }
         Ok(())
     });
+    // Kubernetes: the applied objects (whole cluster only) and our annotations on the nodes.
+    if recap.success() && cluster.datastore == crate::cluster::Datastore::Kubernetes {
+        let specs = crate::network::flannel::outputs(&cluster);
+        let rendered = crate::render::render_all(&cluster, &project.vars, &specs, None)?;
+        let objects = crate::kube_setup::manifest_objects(&rendered);
+        let session = crate::kubeapi::KubeSession::connect(args.kubeconfig.as_deref())?;
+        let names = crate::kube_setup::node_names(&project, &nodes)?;
+        crate::kube_setup::clean_cluster(
+            &session,
+            &objects,
+            &names,
+            args.limit.is_none(),
+            args.check,
+            crate::kube_setup::Printer { json },
+        )?;
+    }
     // Cluster-wide: flannel's keys in etcd (config and every lease).
     if recap.success()
         && let crate::cluster::Datastore::Etcd { endpoints, prefix } = &cluster.datastore

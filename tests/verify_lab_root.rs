@@ -1,8 +1,8 @@
 //! `installer verify ping-mesh` against real lab nodes (namespace hosts with their own sshd).
 //!
 //! The flannel agent is not needed for host-gw: after `setup flannel` (plugins, node binary,
-//! conflist; with `FLANNEL_DATASTORE=kubernetes` so that a build with the agent does not start
-//! it — the lab has no API server — and it cannot re-add the routes a test removes) each test
+//! conflist; `--files-only` so that the agent does not start and cannot re-add the routes a
+//! test removes) each test
 //! writes every node's `/run/flannel/subnet.env` and the host-gw routes
 //! (`ip route add <peer pod subnet> via <peer node>`) itself, which is exactly flannel's host-gw
 //! datapath. The vxlan test needs the agent and skips with a notice when the binary has none.
@@ -41,7 +41,7 @@ fn hostgw_lab(test: &str, nodes: usize) -> Option<HostGw> {
     let cache = tempfile::tempdir().expect("tempdir");
     let out = installer()
         .args(["setup", "flannel", "-e", "FLANNEL_BACKEND=host-gw"])
-        .args(["-e", "FLANNEL_DATASTORE=kubernetes", "-i"])
+        .args(["--files-only", "-i"])
         .arg(&lab.inventory_path)
         .arg("--cache-dir")
         .arg(cache.path())
