@@ -1005,6 +1005,10 @@ pub fn run_clean(args: CleanArgs) -> Result<ExitCode> {
             format!("{}/flannel-agent.log", log_dir.trim_end_matches('/')),
             format!("{cni_bin_dir}/flannel"),
         ];
+        let kubeconfig = vars.resolve_string(&node.host, "FLANNEL_KUBECONFIG")?;
+        if kubeconfig.starts_with('/') {
+            paths.push(kubeconfig);
+        }
         for plugin in crate::network::flannel::CNI_PLUGINS {
             paths.push(format!("{cni_bin_dir}/{plugin}"));
         }

@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI integration tests.
 #![allow(dead_code)]
 
+pub mod kube_sim;
+
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,234 @@
+//! The Kubernetes datastore end to end on the lab: `setup flannel` with FLANNEL_DATASTORE=
+//! kubernetes applies the manifest (server-side apply, our field manager), provisions the agents'
+//! ServiceAccount credentials, starts the agents, which take their node's podCIDR and annotate
+//! their Node; `verify ping-mesh` then passes; a re-run changes nothing; `clean` deletes the
+//! objects and the annotations. The API server is `common::kube_sim` (no kube-apiserver can run
+//! here): a stateful stand-in on the lab's deploy address that holds ServiceAccount requests to
+//! the flannel ClusterRole. Needs root and the lab packages; skips with a notice otherwise.
+
+mod common;
+use common::kube_sim::{ADMIN_TOKEN, KubeSim};
+use common::*;
+use installer::lab::LabGuard;
+
+fn run(cmd: &mut assert_cmd::Command) -> (bool, String) {
+    let out = cmd.output().expect("run installer");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn kubernetes_datastore_setup_verify_rerun_clean_root() {
+    let name = "kubernetes_datastore_setup_verify_rerun_clean_root";
+    let Some(lab) = LabGuard::up_or_skip(name, 3).expect("lab") else {
+        return;
+    };
+    if !installer::cli::has_subcommand("agent") {
+        eprintln!("skipping {name}: this build has no agent");
+        return;
+    }
+    let sim = KubeSim::start(lab.deploy_ip);
+    let cidr: ipnet::Ipv4Net = lab.cluster_cidr.parse().expect("cluster cidr");
+    let pod_cidrs: Vec<String> = cidr
+        .subnets(24)
+        .expect("subnets")
+        .skip(1)
+        .take(lab.nodes.len())
+        .map(|n| n.to_string())
+        .collect();
+    for (node, pod_cidr) in lab.nodes.iter().zip(&pod_cidrs) {
+        sim.add_node(&node.name, pod_cidr);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = sim.admin_kubeconfig(dir.path());
+    let apiserver = format!("FLANNEL_APISERVER={}", sim.url());
+    let setup = || {
+        let mut cmd = installer();
+        cmd.args(["setup", "flannel", "-e", "FLANNEL_DATASTORE=kubernetes"])
+            .args(["-e", &apiserver, "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .arg("-i")
+            .arg(&lab.inventory_path)
+            .env_remove("KUBECONFIG");
+        cmd
+    };
+
+    // 1. First run: objects created, credentials provisioned, every node up.
+    let (ok, text) = run(&mut setup());
+    assert!(ok, "setup: {text}");
+    for line in [
+        "serviceaccount/flannel -n kube-system created",
+        "clusterrole.rbac.authorization.k8s.io/flannel created",
+        "clusterrolebinding.rbac.authorization.k8s.io/flannel created",
+        "secret/flannel-token -n kube-system created",
+        "configmap/kube-flannel-cfg -n kube-system created",
+        "agent credentials: ServiceAccount kube-system/flannel token from Secret flannel-token",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    for node in &lab.nodes {
+        assert!(
+            text.contains(&format!("node {}: up", node.name)),
+            "{}: {text}",
+            node.name
+        );
+    }
+    let requests = sim.requests();
+    let applies: Vec<_> = requests
+        .iter()
+        .filter(|r| r.content_type.as_deref() == Some("application/apply-patch+yaml"))
+        .collect();
+    assert_eq!(applies.len(), 5, "one server-side apply per object");
+    for r in &applies {
+        assert_eq!(
+            r.param("fieldManager").as_deref(),
+            Some("installer"),
+            "{r:?}"
+        );
+        assert_eq!(r.token.as_deref(), Some(ADMIN_TOKEN));
+        assert!(
+            r.param("force").is_none(),
+            "no forced apply without --force-conflicts"
+        );
+    }
+    // The agents used the ServiceAccount token, never needed more than the ClusterRole grants,
+    // and wrote through nodes/status only.
+    let agent_requests: Vec<_> = requests
+        .iter()
+        .filter(|r| r.token.as_deref() == Some("sim-sa-token-kube-system-flannel"))
+        .collect();
+    assert!(!agent_requests.is_empty(), "no request from an agent");
+    let denied: Vec<_> = agent_requests.iter().filter(|r| r.status == 403).collect();
+    assert!(
+        denied.is_empty(),
+        "agent requests outside its RBAC: {denied:?}"
+    );
+    for (node, pod_cidr) in lab.nodes.iter().zip(&pod_cidrs) {
+        let status_patches: Vec<_> = agent_requests
+            .iter()
+            .filter(|r| {
+                r.method == "PATCH" && r.path == format!("/api/v1/nodes/{}/status", node.name)
+            })
+            .collect();
+        assert!(!status_patches.is_empty(), "{}: no status patch", node.name);
+        for p in &status_patches {
+            assert_eq!(
+                p.content_type.as_deref(),
+                Some("application/strategic-merge-patch+json")
+            );
+        }
+        let obj = sim
+            .object(&format!("/api/v1/nodes/{}", node.name))
+            .expect("node");
+        let ann = &obj["metadata"]["annotations"];
+        assert_eq!(ann["flannel.alpha.coreos.com/kube-subnet-manager"], "true");
+        assert_eq!(ann["flannel.alpha.coreos.com/backend-type"], "vxlan");
+        assert_eq!(
+            ann["flannel.alpha.coreos.com/public-ip"],
+            node.ip.to_string()
+        );
+        let data: serde_json::Value = serde_json::from_str(
+            ann["flannel.alpha.coreos.com/backend-data"]
+                .as_str()
+                .expect("backend-data"),
+        )
+        .expect("backend-data JSON");
+        assert_eq!(data["VNI"], 1);
+        let conditions = obj["status"]["conditions"].as_array().expect("conditions");
+        let nu = conditions
+            .iter()
+            .find(|c| c["type"] == "NetworkUnavailable")
+            .unwrap_or_else(|| panic!("{}: no NetworkUnavailable condition", node.name));
+        assert_eq!(
+            (nu["status"].as_str(), nu["reason"].as_str()),
+            (Some("False"), Some("FlannelIsUp"))
+        );
+        // The node's subnet is its podCIDR; its credentials file is private.
+        let env =
+            std::fs::read_to_string(node.host_path("/run/flannel/subnet.env")).expect("subnet.env");
+        let gw = pod_cidr.replace(".0/24", ".1/24");
+        assert!(env.contains(&format!("FLANNEL_SUBNET={gw}\n")), "{env}");
+        let kc = node.host_path("/etc/kube-flannel/kubeconfig");
+        let meta = std::fs::metadata(&kc).expect("kubeconfig on node");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&kc).expect("kubeconfig");
+        assert!(
+            text.contains("token: sim-sa-token-kube-system-flannel"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("server: {}", sim.url())), "{text}");
+    }
+
+    // 2. The pod network works between every pair of nodes.
+    let (ok, text) = run(installer()
+        .args(["verify", "ping-mesh", "-i"])
+        .arg(&lab.inventory_path));
+    assert!(ok, "verify ping-mesh: {text}");
+
+    // 3. A re-run changes nothing, on the hosts and in the cluster.
+    let before = sim.requests().len();
+    let (ok, text) = run(&mut setup());
+    assert!(ok, "re-run: {text}");
+    assert!(
+        text.contains("configmap/kube-flannel-cfg -n kube-system unchanged"),
+        "{text}"
+    );
+    assert!(!text.contains(" created"), "{text}");
+    assert!(!text.contains(" configured"), "{text}");
+    assert!(text.contains("changed=0"), "{text}");
+    let writes = sim.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.token.as_deref() == Some(ADMIN_TOKEN))
+        .count();
+    assert_eq!(writes, 5, "re-run: only the five (no-op) applies");
+
+    // 4. clean: agents stopped, datapath and files gone, objects deleted, annotations removed.
+    let (ok, text) = run(installer()
+        .args([
+            "clean",
+            "flannel",
+            "-e",
+            "FLANNEL_DATASTORE=kubernetes",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .arg("-i")
+        .arg(&lab.inventory_path));
+    assert!(ok, "clean: {text}");
+    for path in sim.paths() {
+        assert!(
+            path.starts_with("/api/v1/nodes/"),
+            "left in the cluster: {path}"
+        );
+    }
+    for node in &lab.nodes {
+        let obj = sim
+            .object(&format!("/api/v1/nodes/{}", node.name))
+            .expect("node");
+        let left: Vec<&String> = obj["metadata"]["annotations"]
+            .as_object()
+            .map(|m| {
+                m.keys()
+                    .filter(|k| k.starts_with("flannel.alpha.coreos.com/"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{}: annotations left: {left:?}", node.name);
+        assert!(!node.host_path("/etc/kube-flannel/kubeconfig").exists());
+        assert!(!node.host_path("/run/flannel/subnet.env").exists());
+        let links = lab
+            .sh_on(node, "ip -br link")
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .expect("ip link");
+        assert!(!links.contains("flannel."), "{}: {links}", node.name);
+    }
+}
