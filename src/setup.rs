@@ -671,6 +671,15 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
     let cluster = project.cluster()?;
     let nodes = selected_nodes(&project, &cluster, args.limit.as_deref())?;
     let first = &cluster.nodes[0].host;
+    // The kubeconfig is checked before anything slow happens.
+    let kube_mode = cluster.datastore == crate::cluster::Datastore::Kubernetes && !args.files_only;
+    let session = if kube_mode {
+        Some(crate::kubeapi::KubeSession::connect(
+            args.kubeconfig.as_deref(),
+        )?)
+    } else {
+        None
+    };
 
     // 1. Artifacts (local: cached, verified; also in check mode).
     let spec = cni_artifact(&project, first)?;
@@ -695,7 +704,6 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
     let specs = crate::network::flannel::outputs(&cluster);
     let rendered = crate::render::render_all(&cluster, &project.vars, &specs, None)?;
     let embedded = cluster.agent == crate::cluster::AgentMode::Embedded;
-    let kube_mode = cluster.datastore == crate::cluster::Datastore::Kubernetes && !args.files_only;
     let node_binary = match &args.node_binary {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("locating this binary")?,
@@ -712,13 +720,6 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
     // 3. The cluster first: objects applied (server-side), agent credentials read back.
     let printer = crate::kube_setup::Printer { json };
     let objects = crate::kube_setup::manifest_objects(&rendered);
-    let session = if kube_mode {
-        Some(crate::kubeapi::KubeSession::connect(
-            args.kubeconfig.as_deref(),
-        )?)
-    } else {
-        None
-    };
     let mut kubeconfigs = IndexMap::new();
     if let Some(session) = &session {
         let opts = crate::kubeapi::apply::ApplyOptions {

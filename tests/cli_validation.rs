@@ -197,3 +197,93 @@ fn ansible_inventory_env_is_the_default_path() {
             "10.0.0.3:/etc/cni/net.d/10-flannel.conflist",
         ));
 }
+
+#[test]
+fn kubernetes_datastore_without_kubeconfig_fails_before_touching_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = write(dir.path(), "hosts", &inventory(""));
+    let cache = dir.path().join("cache");
+    // no --kubeconfig, no KUBECONFIG, a HOME without .kube/config
+    installer()
+        .args(["setup", "flannel", "-i"])
+        .arg(&inv)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "no kubeconfig for the Kubernetes API (looked at {}/.kube/config)",
+            dir.path().display()
+        )))
+        .stderr(predicate::str::contains(
+            "--kubeconfig FILE or set KUBECONFIG",
+        ));
+    assert!(
+        !cache.exists(),
+        "nothing fetched before the kubeconfig was found"
+    );
+    // KUBECONFIG naming missing files
+    installer()
+        .args(["setup", "flannel", "-i"])
+        .arg(&inv)
+        .env("KUBECONFIG", "/nonexistent/a:/nonexistent/b")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "kubeconfig /nonexistent/a:/nonexistent/b: KUBECONFIG names no existing file",
+        ));
+    // --kubeconfig naming a missing file, and one that is not a kubeconfig
+    installer()
+        .args([
+            "clean",
+            "flannel",
+            "--check",
+            "--kubeconfig",
+            "/nonexistent/kc",
+            "-i",
+        ])
+        .arg(&inv)
+        .assert()
+        .failure();
+    let bad = write(dir.path(), "bad.kubeconfig", "clusters: [oops\n");
+    installer()
+        .args(["setup", "flannel", "--kubeconfig"])
+        .arg(&bad)
+        .arg("-i")
+        .arg(&inv)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "kubeconfig {}:",
+            bad.display()
+        )));
+}
+
+#[test]
+fn files_only_needs_no_kubeconfig() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = write(dir.path(), "hosts", &inventory(""));
+    // --files-only skips the API; it fails later, on the unreachable download, not on the
+    // missing kubeconfig.
+    let out = installer()
+        .args([
+            "setup",
+            "flannel",
+            "--files-only",
+            "-e",
+            "CNI_DOWNLOAD_URLS=http://127.0.0.1:9/x.tgz",
+            "-i",
+        ])
+        .arg(&inv)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("kubeconfig"), "{err}");
+}
