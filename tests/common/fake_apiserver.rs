@@ -35,13 +35,37 @@ pub enum Reply {
         /// Body.
         body: String,
     },
-    /// A watch stream: 200, one event per line, then (after `hold`) the end of the stream.
+    /// A watch stream: 200, one event per line, then (after `hold`, or once `gate` is opened)
+    /// the end of the stream.
     Watch {
         /// The events (`{"type":…,"object":…}`).
         events: Vec<Value>,
         /// How long to keep the stream open after the last event.
         hold: Duration,
+        /// When set, the stream also ends as soon as the gate opens.
+        gate: Option<Gate>,
     },
+}
+
+/// A switch a test flips to end a held watch stream at a moment of its choosing.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<AtomicBool>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate::default()
+    }
+
+    /// Open it: streams waiting on it end.
+    pub fn open(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether it is open.
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl Reply {
@@ -68,12 +92,26 @@ impl Reply {
         Reply::Watch {
             events,
             hold: Duration::ZERO,
+            gate: None,
         }
     }
 
     /// A watch stream kept open for `hold` after its events (or until the server stops).
     pub fn watch_then_hold(events: Vec<Value>, hold: Duration) -> Reply {
-        Reply::Watch { events, hold }
+        Reply::Watch {
+            events,
+            hold,
+            gate: None,
+        }
+    }
+
+    /// A watch stream kept open after its events until `gate` opens (at most 10 minutes).
+    pub fn watch_until(events: Vec<Value>, gate: &Gate) -> Reply {
+        Reply::Watch {
+            events,
+            hold: Duration::from_secs(600),
+            gate: Some(gate.clone()),
+        }
     }
 }
 
@@ -170,6 +208,7 @@ fn next(queue: Option<&mut VecDeque<Reply>>) -> Option<Reply> {
 
 /// The scripted server; its threads stop when it is dropped.
 pub struct FakeApiServer {
+    ip: std::net::IpAddr,
     port: u16,
     script: Arc<Mutex<Script>>,
     stop: Arc<AtomicBool>,
@@ -180,7 +219,12 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     /// Listen on 127.0.0.1 on a free port.
     pub fn start() -> FakeApiServer {
-        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Listen on `ip` (e.g. a lab's deploy address, reachable from its nodes) on a free port.
+    pub fn start_on(ip: std::net::IpAddr) -> FakeApiServer {
+        let server = tiny_http::Server::http((ip, 0)).expect("bind the fake API server");
         let port = server.server_addr().to_ip().expect("an IP listener").port();
         let script = Arc::new(Mutex::new(Script::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -201,6 +245,7 @@ impl FakeApiServer {
             })
         };
         FakeApiServer {
+            ip,
             port,
             script,
             stop,
@@ -209,9 +254,9 @@ impl FakeApiServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (or the address given to [`FakeApiServer::start_on`]).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip, self.port)
     }
 
     /// The port.
@@ -347,7 +392,7 @@ fn handle(mut req: tiny_http::Request, script: &Mutex<Script>, stop: &AtomicBool
     match reply {
         Reply::Json { status, body } => respond(req, status, "application/json", body.to_string()),
         Reply::Text { status, body } => respond(req, status, "text/plain; charset=utf-8", body),
-        Reply::Watch { events, hold } => stream(req, &events, hold, stop),
+        Reply::Watch { events, hold, gate } => stream(req, &events, hold, gate, stop),
     }
 }
 
@@ -361,7 +406,13 @@ fn respond(req: tiny_http::Request, status: u16, content_type: &str, body: Strin
 }
 
 /// Write the stream by hand so each event is flushed as its own chunk.
-fn stream(req: tiny_http::Request, events: &[Value], hold: Duration, stop: &AtomicBool) {
+fn stream(
+    req: tiny_http::Request,
+    events: &[Value],
+    hold: Duration,
+    gate: Option<Gate>,
+    stop: &AtomicBool,
+) {
     let mut w = req.into_writer();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
                 Transfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n";
@@ -382,7 +433,10 @@ fn stream(req: tiny_http::Request, events: &[Value], hold: Duration, stop: &Atom
         }
     }
     let end = Instant::now() + hold;
-    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
+    while Instant::now() < end
+        && !stop.load(Ordering::SeqCst)
+        && !gate.as_ref().is_some_and(Gate::is_open)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = w.write_all(b"0\r\n\r\n").and_then(|_| w.flush());
