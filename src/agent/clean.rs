@@ -1,10 +1,12 @@
 //! `installer agent clean`: remove what the agent set up on this node — the `flannel.*` vxlan
 //! devices (their neighbours, FDB entries and routes go with them), the host-gw and
 //! DirectRouting routes into the Network, the iptables chains and their jumps, subnet.env, and
-//! this node's lease key in etcd. Every step runs even when an earlier one failed.
+//! this node's lease: the key in etcd, or the `flannel.alpha.coreos.com/*` annotations of this
+//! node's Node object in Kubernetes mode. Every step runs even when an earlier one failed.
 
 use super::datastore::Datastore;
 use super::datastore::etcd::EtcdDatastore;
+use super::datastore::kube::{KubeDatastore, KubeSettings};
 use super::iptables::{Iptables, forward_rules, masq_rules};
 use super::netlink::{Netlink, describe_route, is_vxlan};
 use super::settings::{DatastoreKind, Settings};
@@ -24,7 +26,7 @@ pub struct CleanReport {
 
 /// Route protocol of the routes the agent adds (RTPROT_STATIC, rtnetlink's default).
 const OUR_ROUTE_PROTOCOL: u8 = 4;
-/// How long clean waits for etcd.
+/// How long clean waits for the datastore (etcd or the Kubernetes API).
 const ETCD_WAIT: Duration = Duration::from_secs(5);
 
 async fn with_timeout<T, E: std::fmt::Display>(
@@ -96,11 +98,32 @@ pub async fn clean(settings: &Settings) -> CleanReport {
             }
             Err(e) => report.errors.push(e.to_string()),
         }
-    } else if let Ok(text) = std::fs::read_to_string(&settings.net_conf_path)
-        && let Ok(raw) = netconf::parse(&text)
-        && let Some(n) = raw.network
-    {
-        network = Some(n);
+    } else {
+        if let Ok(text) = std::fs::read_to_string(&settings.net_conf_path)
+            && let Ok(raw) = netconf::parse(&text)
+            && let Some(n) = raw.network
+        {
+            network = Some(n);
+        }
+        match KubeDatastore::connect(&KubeSettings::from_settings(settings)).await {
+            Ok(ds) => {
+                let subnet = previous.subnet.unwrap_or_default();
+                match with_timeout(
+                    "removing this node's flannel annotations",
+                    ds.delete_lease(subnet),
+                )
+                .await
+                {
+                    Ok(()) => report.removed.push(format!(
+                        "annotations {}/* of node {}",
+                        super::datastore::kube::ANNOTATION_PREFIX,
+                        ds.node_name()
+                    )),
+                    Err(e) => report.errors.push(e),
+                }
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
     }
 
     if let Some(nl) = &nl {

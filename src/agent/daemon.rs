@@ -44,12 +44,10 @@ impl Signals {
     }
 }
 
-/// Whether a datastore error may go away by itself (etcd down, timeouts).
+/// Whether a datastore error may go away by itself (etcd or API server down, timeouts, 5xx/429,
+/// a node not registered yet); auth, RBAC and config errors are fatal.
 fn transient(e: &DatastoreError) -> bool {
-    matches!(
-        e,
-        DatastoreError::Etcd { .. } | DatastoreError::Timeout { .. }
-    )
+    e.is_transient()
 }
 
 /// When to renew: `margin` before expiry, or a third of the TTL before when the margin is not
@@ -114,6 +112,8 @@ pub async fn run<D: Datastore>(
         tokio::select! {
             r = ds.network_config() => match r {
                 Ok(c) => break c,
+                // Kubernetes mode: an unreadable or invalid net-conf.json is fatal (§2)
+                Err(e @ DatastoreError::NetConfFile { .. }) => return Err(e.into()),
                 Err(e) => warning!("Couldn't fetch network config: {e}"),
             },
             s = signals.recv() => {
@@ -231,6 +231,14 @@ pub async fn run<D: Datastore>(
                 subnet_env::gateway_cidr(lease.subnet),
                 backend.mtu()
             );
+            // in the background: it retries by itself and must not delay the peers
+            let ds = ds.clone();
+            let lease = lease.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ds.complete_lease(&lease).await {
+                    warning!("Could not mark the lease as in use: {e}");
+                }
+            });
         }
         Err(e) => warning!(
             "Failed to write subnet file {}: {e}; /readyz stays 503",

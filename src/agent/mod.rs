@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! settings ─ config file + flags        netconf ─ §2 parsing/validation
-//! datastore/{etcd} ─ leases, peer watch  lease ─ attrs, keys, allocation, peer tracker
+//! datastore/{etcd,kube} ─ leases, peers  lease ─ attrs, keys, allocation, peer tracker
 //! iface ─ interface choice (§7)          backend/{vxlan,hostgw} ─ per-peer kernel entries
 //! netlink ─ rtnetlink facade             iptables ─ §6 rules, resync
 //! subnet_env ─ §1 file                   health ─ /healthz, /readyz
@@ -98,7 +98,7 @@ pub enum AgentAction {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, AgentError> {
-    // one TLS provider for etcd's rustls (ring, as the rest of the binary)
+    // one TLS provider for etcd's and kube's rustls (ring, as the rest of the binary)
     let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,13 +129,12 @@ pub fn run_agent(settings: Settings) -> Result<ExitCode, AgentError> {
                         .await?;
                 daemon::run(Arc::new(ds), settings, signals).await
             }
-            DatastoreKind::Kubernetes => Err(AgentError::Datastore(
-                datastore::DatastoreError::Unsupported(
-                    "the kubernetes datastore is not available in this build of the embedded \
-                     agent yet; use datastore \"etcd\" (FLANNEL_DATASTORE=etcd)"
-                        .into(),
-                ),
-            )),
+            DatastoreKind::Kubernetes => {
+                let ks = datastore::kube::KubeSettings::from_settings(&settings);
+                let ds = datastore::kube::KubeDatastore::connect(&ks).await?;
+                log::info!("Kubernetes datastore: node {}", ds.node_name());
+                daemon::run(Arc::new(ds), settings, signals).await
+            }
         }
     })
 }

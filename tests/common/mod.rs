@@ -47,3 +47,4 @@ pub fn inventory(extra: &str) -> String {
          cluster_dir=\"{{{{ base_dir }}}}/clusters/c1\"\n{extra}\n"
     )
 }
+pub mod fake_apiserver;

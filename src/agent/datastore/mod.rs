@@ -1,8 +1,9 @@
 //! Where subnets come from and where peers are found: the [`Datastore`] trait, implemented for
-//! etcd (flannel-spec §4) in [`etcd`]; the Kubernetes API datastore (§3) implements the same
-//! trait (podCIDR as lease, node annotations as attributes, node watch as peer events).
+//! etcd (flannel-spec §4) in [`etcd`] and for the Kubernetes API (§3) in [`kube`] (podCIDR as
+//! lease, node annotations as attributes, node watch as peer events).
 
 pub mod etcd;
+pub mod kube;
 
 use super::lease::{Lease, LeaseAttrs};
 use super::netconf::{NetConf, NetConfError};
@@ -67,6 +68,111 @@ pub enum DatastoreError {
     /// Not implemented yet.
     #[error("{0}")]
     Unsupported(String),
+    /// net-conf.json cannot be read or parsed (Kubernetes mode: fatal, as in flanneld).
+    #[error("{message} (file {path})")]
+    NetConfFile {
+        /// The file.
+        path: String,
+        /// flannel's wording: "failed to read net conf: …" / "error parsing subnet config: …".
+        message: String,
+    },
+    /// No usable client configuration (kubeconfig or in-cluster).
+    #[error("cannot load the Kubernetes client config from {source_name}: {error}")]
+    KubeConfig {
+        /// The kubeconfig file, or which in-cluster source.
+        source_name: String,
+        /// Why.
+        error: String,
+    },
+    /// This node's name cannot be determined.
+    #[error("{0}")]
+    NodeName(String),
+    /// Our Node object does not exist (yet): kubelet has not registered it.
+    #[error(
+        "node {name:?} not found in the Kubernetes API (has its kubelet registered it? is the \
+         node name right? set node_name in the agent config or NODE_NAME)"
+    )]
+    NodeNotFound {
+        /// The node name.
+        name: String,
+    },
+    /// The node has no podCIDR (§3; flanneld's wording first).
+    #[error(
+        "node \"{name}\" pod cidr not assigned (run kube-controller-manager with \
+         --allocate-node-cidrs=true and --cluster-cidr, or set spec.podCIDR on the node)"
+    )]
+    PodCidrNotAssigned {
+        /// The node name.
+        name: String,
+    },
+    /// The node's podCIDR(s) cannot be used.
+    #[error("node \"{name}\": {why}")]
+    PodCidrInvalid {
+        /// The node name.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// The podCIDR is outside the configured Network (§3; flanneld's wording first).
+    #[error(
+        "subnet \"{network}\" specified in the flannel net config doesn't contain \"{pod_cidr}\" \
+         PodCIDR of the \"{name}\" node (make Network in net-conf.json cover the cluster CIDR \
+         kube-controller-manager allocates from)"
+    )]
+    PodCidrOutsideNetwork {
+        /// `Network`.
+        network: Ipv4Net,
+        /// The node's podCIDR.
+        pod_cidr: Ipv4Net,
+        /// The node name.
+        name: String,
+    },
+    /// The API server answered with an error status.
+    #[error(
+        "kubernetes API: {verb} {resource} {name:?}: HTTP {code} {reason}: {message}{}",
+        kube::rbac_hint(*.code, .verb, .resource)
+    )]
+    KubeApi {
+        /// `get`, `patch`, `list`, `watch`.
+        verb: &'static str,
+        /// `nodes`, `nodes/status`.
+        resource: &'static str,
+        /// Object name.
+        name: String,
+        /// HTTP status.
+        code: u16,
+        /// The Status reason (`Forbidden`, `NotFound`, …).
+        reason: String,
+        /// The Status message.
+        message: String,
+    },
+    /// The API server could not be reached (connection refused, TLS, timeout).
+    #[error("kubernetes API: {verb} {resource} {name:?}: {error}")]
+    KubeRequest {
+        /// The verb.
+        verb: &'static str,
+        /// The resource.
+        resource: &'static str,
+        /// Object name.
+        name: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+impl DatastoreError {
+    /// Whether retrying may help: connection problems, timeouts, 5xx, 429, a node that is not
+    /// registered yet, etcd outages. Auth (401/403), bad requests and config errors are fatal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DatastoreError::Etcd { .. }
+            | DatastoreError::Timeout { .. }
+            | DatastoreError::KubeRequest { .. }
+            | DatastoreError::NodeNotFound { .. } => true,
+            DatastoreError::KubeApi { code, .. } => *code >= 500 || *code == 429 || *code == 409,
+            _ => false,
+        }
+    }
 }
 
 /// An etcd client error in one line: gRPC message, code and root cause instead of the nested
@@ -140,6 +246,16 @@ pub trait Datastore: Send + Sync + 'static {
     /// Send a snapshot of every lease, then changes, to `tx` until it is closed; reconnects
     /// (with backoff) and re-lists by itself, so it only returns when `tx` is closed.
     fn watch_leases(&self, tx: mpsc::Sender<WatchUpdate>) -> impl Future<Output = ()> + Send;
+
+    /// Called once the lease is in use (subnet.env written): the Kubernetes datastore marks the
+    /// node's network as available. Nothing to do by default.
+    fn complete_lease(
+        &self,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<(), DatastoreError>> + Send {
+        let _ = lease;
+        async { Ok(()) }
+    }
 
     /// Delete a lease (used by `agent clean`).
     fn delete_lease(
