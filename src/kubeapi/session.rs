@@ -205,7 +205,7 @@ impl KubeSession {
 
     /// Sleep (between polls).
     pub fn sleep(&self, d: Duration) {
-        self.rt.block_on(tokio::time::sleep(d));
+        self.rt.block_on(async move { tokio::time::sleep(d).await });
     }
 }
 
