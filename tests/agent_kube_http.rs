@@ -883,3 +883,50 @@ async fn own_node_stays_in_snapshots_after_acquire() {
     let mut tracker = LeaseTracker::new("10.1.17.0/24".parse().unwrap());
     assert!(!tracker.reset(s.clone()).contains(&LeaseEvent::Revoked));
 }
+
+// ---------------------------------------------------------------------------------------------
+// the binary: fatal startup errors in Kubernetes mode (§12.21), before anything needs root
+
+#[test]
+fn agent_binary_exits_1_on_malformed_net_conf() {
+    let server = FakeApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.kubeconfig(dir.path());
+    let net_conf = dir.path().join("net-conf.json");
+    std::fs::write(&net_conf, "{\"Network\": ").unwrap();
+    let out = common::installer()
+        .args(["agent", "--kube-subnet-mgr", "--kubeconfig-file"])
+        .arg(&kubeconfig)
+        .arg("--net-config-path")
+        .arg(&net_conf)
+        .env("NODE_NAME", "node-a")
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error parsing subnet config"), "{stderr}");
+    assert!(stderr.contains(&net_conf.display().to_string()), "{stderr}");
+    assert!(
+        server.requests().is_empty(),
+        "no API call before the config is valid"
+    );
+
+    // a kubeconfig that does not exist is named
+    let out = common::installer()
+        .args([
+            "agent",
+            "--kube-subnet-mgr",
+            "--kubeconfig-file",
+            "/nonexistent/kc",
+        ])
+        .arg("--net-config-path")
+        .arg(&net_conf)
+        .env("NODE_NAME", "node-a")
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/kc"), "{stderr}");
+}

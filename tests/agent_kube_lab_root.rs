@@ -11,7 +11,7 @@ use installer::lab::{Lab, LabGuard, LabNode, prereq};
 use serde_json::{Value, json};
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,61 @@ fn list_item(mut n: Value) -> Value {
     n
 }
 
+/// Write net-conf.json, the kubeconfig and agent.json (Kubernetes mode) into the node.
+fn write_kube_config(server: &FakeApiServer, node: &LabNode, network: ipnet::Ipv4Net) {
+    let etc = node.host_path("/etc/kube-flannel");
+    std::fs::create_dir_all(&etc).unwrap();
+    server.kubeconfig(&etc);
+    std::fs::write(
+        etc.join("net-conf.json"),
+        format!(r#"{{"Network":"{network}","Backend":{{"Type":"vxlan"}}}}"#),
+    )
+    .unwrap();
+    let conf = json!({
+        "node_name": node.name, "node_address": node.ip.to_string(),
+        "datastore": "kubernetes", "kubeconfig": "/etc/kube-flannel/kubeconfig",
+        "net_conf_path": "/etc/kube-flannel/net-conf.json",
+        "subnet_file": "/run/flannel/subnet.env", "ip_masq": true,
+    });
+    std::fs::write(etc.join("agent.json"), conf.to_string()).unwrap();
+}
+
+/// Start `installer agent --config /etc/kube-flannel/agent.json` inside the node.
+fn start_agent(lab: &Lab, node: &LabNode, bin: &Path) -> Agent {
+    let log = node.host_path("/var/log/installer/agent-kube-test.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let out = File::create(&log).unwrap();
+    let holder = lab.holder_pid(node).expect("node holder").to_string();
+    let child = Command::new("nsenter")
+        .args(["-t", &holder, "-n", "-m", "-u", "--"])
+        .arg(bin)
+        .args(["agent", "--config", "/etc/kube-flannel/agent.json"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn agent");
+    Agent {
+        child: Some(child),
+        log,
+    }
+}
+
+/// A lab node and the binary, or None (with a notice) when the test cannot run here.
+fn lab_or_skip(test: &str) -> Option<(LabGuard, PathBuf)> {
+    if let Some(reason) = prereq::unavailable_reason() {
+        eprintln!("skipping {test}: {reason}");
+        return None;
+    }
+    let lab = LabGuard::up_or_skip(test, 1).expect("lab up")?;
+    let Some(bin) = agent_bin(&lab) else {
+        eprintln!("skipping {test}: no usable installer binary");
+        return None;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Some((lab, bin))
+}
+
 /// The agent process inside the node; killed on drop.
 struct Agent {
     child: Option<Child>,
@@ -83,6 +138,31 @@ struct Agent {
 impl Agent {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait (≤ `timeout`) for the agent to exit by itself; its exit code.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s.code();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "agent still runs after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait (≤ 10 s); the exit code.
+    fn term(&mut self) -> Option<i32> {
+        let pid = self.child.as_ref()?.id();
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.wait_exit(Duration::from_secs(10))
     }
 }
 
@@ -97,19 +177,9 @@ impl Drop for Agent {
 
 #[test]
 fn agent_kube_vxlan_peer_from_node_watch_root() {
-    let test = "agent_kube_vxlan_peer_from_node_watch_root";
-    if let Some(reason) = prereq::unavailable_reason() {
-        eprintln!("skipping {test}: {reason}");
-        return;
-    }
-    let Some(lab) = LabGuard::up_or_skip(test, 1).expect("lab up") else {
+    let Some((lab, bin)) = lab_or_skip("agent_kube_vxlan_peer_from_node_watch_root") else {
         return;
     };
-    let Some(bin) = agent_bin(&lab) else {
-        eprintln!("skipping {test}: no usable installer binary");
-        return;
-    };
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let node = &lab.nodes[0];
     let network: ipnet::Ipv4Net = lab.cluster_cidr.parse().unwrap();
     let mut slots = network.subnets(24).unwrap();
@@ -158,40 +228,8 @@ fn agent_kube_vxlan_peer_from_node_watch_root() {
         ),
     );
 
-    // the files setup writes in Kubernetes mode
-    let etc = node.host_path("/etc/kube-flannel");
-    std::fs::create_dir_all(&etc).unwrap();
-    server.kubeconfig(&etc);
-    std::fs::write(
-        etc.join("net-conf.json"),
-        format!(r#"{{"Network":"{network}","Backend":{{"Type":"vxlan"}}}}"#),
-    )
-    .unwrap();
-    let conf = json!({
-        "node_name": node.name, "node_address": node.ip.to_string(),
-        "datastore": "kubernetes", "kubeconfig": "/etc/kube-flannel/kubeconfig",
-        "net_conf_path": "/etc/kube-flannel/net-conf.json",
-        "subnet_file": "/run/flannel/subnet.env", "ip_masq": true,
-    });
-    std::fs::write(etc.join("agent.json"), conf.to_string()).unwrap();
-
-    let log = node.host_path("/var/log/installer/agent-kube-test.log");
-    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let out = File::create(&log).unwrap();
-    let holder = lab.holder_pid(node).expect("node holder").to_string();
-    let child = Command::new("nsenter")
-        .args(["-t", &holder, "-n", "-m", "-u", "--"])
-        .arg(&bin)
-        .args(["agent", "--config", "/etc/kube-flannel/agent.json"])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("spawn agent");
-    let mut agent = Agent {
-        child: Some(child),
-        log,
-    };
+    write_kube_config(&server, node, network);
+    let mut agent = start_agent(&lab, node, &bin);
 
     // §12.1: subnet.env from the podCIDR
     let env_path = node.host_path("/run/flannel/subnet.env");
@@ -275,22 +313,126 @@ fn agent_kube_vxlan_peer_from_node_watch_root() {
     assert!(!log_text.contains("Lease has been revoked"), "{log_text}");
 
     // §12.16: SIGTERM → exit 0, subnet.env stays
-    let mut child = agent.child.take().unwrap();
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let start = Instant::now();
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = agent.term();
     assert_eq!(code, Some(0), "{}", agent.log());
-    eprintln!("agent log:\n{}", agent.log());
     assert!(env_path.exists());
+
+    // `installer agent clean`: the annotations go (status patch with nulls), with the device
+    let holder = lab.holder_pid(node).expect("node holder").to_string();
+    let out = Command::new("nsenter")
+        .args(["-t", &holder, "-n", "-m", "-u", "--"])
+        .arg(&bin)
+        .args(["agent", "clean", "--config", "/etc/kube-flannel/agent.json"])
+        .output()
+        .expect("run agent clean");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains(&format!("removed annotations {P}/* of node {}", node.name)),
+        "{stdout}"
+    );
+    let last = server.requests_to("PATCH", &status_path).pop().unwrap();
+    assert_eq!(
+        last.json(),
+        json!({"metadata": {"annotations": {
+            format!("{P}/backend-type"): null,
+            format!("{P}/backend-data"): null,
+            format!("{P}/kube-subnet-manager"): null,
+            format!("{P}/public-ip"): null,
+        }}})
+    );
+    assert!(!sh_out(&lab, node, "ip -o link").contains("flannel.1"));
+    assert!(!env_path.exists());
+}
+
+#[test]
+fn agent_kube_no_pod_cidr_then_restart_keeps_mac_root() {
+    let Some((lab, bin)) = lab_or_skip("agent_kube_no_pod_cidr_then_restart_keeps_mac_root") else {
+        return;
+    };
+    let node = &lab.nodes[0];
+    let network: ipnet::Ipv4Net = lab.cluster_cidr.parse().unwrap();
+    let own = network.subnets(24).unwrap().nth(1).unwrap();
+    let node_path = format!("/api/v1/nodes/{}", node.name);
+    let status_path = format!("{node_path}/status");
+    let env_path = node.host_path("/run/flannel/subnet.env");
+
+    // §12.14: no podCIDR → exit 1, flannel's message, no subnet.env, no annotation patch
+    let server = FakeApiServer::start_on(lab.deploy_ip.into());
+    let mut bare = node_json(&node.name, "x", &node.ip.to_string(), &[]);
+    bare["spec"] = json!({});
+    server.reply("GET", &node_path, Reply::json(200, bare));
+    write_kube_config(&server, node, network);
+    let mut agent = start_agent(&lab, node, &bin);
+    assert_eq!(
+        agent.wait_exit(Duration::from_secs(20)),
+        Some(1),
+        "{}",
+        agent.log()
+    );
+    let log = agent.log();
+    assert!(
+        log.contains(&format!("node \"{}\" pod cidr not assigned", node.name)),
+        "{log}"
+    );
+    assert!(!env_path.exists());
+    assert!(server.requests_to("PATCH", &status_path).is_empty());
+    drop(server);
+
+    // §12.17 (v0.25+), as after a reboot: flannel.1 is gone (the first run made one before it
+    // failed) but the node still carries the annotations of a previous run → flannel.1 is
+    // created with that MAC and the annotations are not patched again
+    let _ = lab.sh_on(node, "ip link del flannel.1");
+    let old_mac = "2e:5c:7a:11:90:3d";
+    let server = FakeApiServer::start_on(lab.deploy_ip.into());
+    let me = node_json(
+        &node.name,
+        &own.to_string(),
+        &node.ip.to_string(),
+        &[
+            ("kube-subnet-manager", "true".into()),
+            ("backend-type", "vxlan".into()),
+            (
+                "backend-data",
+                format!(r#"{{"VNI":1,"VtepMAC":"{old_mac}"}}"#),
+            ),
+            ("public-ip", node.ip.to_string()),
+        ],
+    );
+    server.reply("GET", &node_path, Reply::json(200, me.clone()));
+    server.reply("PATCH", &status_path, Reply::json(200, me.clone()));
+    let list = json!({
+        "kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "3000"},
+        "items": [list_item(me)],
+    });
+    server.reply("GET", "/api/v1/nodes", Reply::json(200, list));
+    server.reply_watch(
+        "/api/v1/nodes",
+        Reply::watch_then_hold(vec![], Duration::from_secs(120)),
+    );
+    write_kube_config(&server, node, network);
+    let mut agent = start_agent(&lab, node, &bin);
+    wait_for("subnet.env", Duration::from_secs(30), || {
+        std::fs::read_to_string(&env_path).ok()
+    });
+    let link = sh_out(&lab, node, "ip -o link show flannel.1");
+    assert!(
+        link.contains(&format!("link/ether {old_mac}")),
+        "{link}\n{}",
+        agent.log()
+    );
+    server.wait_for(
+        Duration::from_secs(10),
+        "the NetworkUnavailable patch",
+        |r| r.iter().any(|r| r.path == status_path),
+    );
+    let patches = server.requests_to("PATCH", &status_path);
+    assert_eq!(
+        patches.len(),
+        1,
+        "only the condition, no annotation patch: {patches:#?}"
+    );
+    assert!(patches[0].json()["status"]["conditions"].is_array());
+    assert_eq!(agent.term(), Some(0), "{}", agent.log());
     let _ = lab.sh_on(node, "ip link del flannel.1");
 }
