@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 /// The admin token the deploy-side kubeconfig carries.
 pub const ADMIN_TOKEN: &str = "sim-admin-token";
+/// A self-signed CA certificate (made once with openssl; no key kept) put into token Secrets
+/// as `ca.crt`, as the token controller does with the cluster CA.
+const SIM_CA_PEM: &str = include_str!("../fixtures/kube/sim-ca.pem");
 /// Longest a watch stays open before the server ends it (the client re-watches).
 const WATCH_HOLD: Duration = Duration::from_secs(20);
 
@@ -304,51 +307,36 @@ fn handle(sh: &Shared, mut req: tiny_http::Request) {
 }
 
 /// A watch of Nodes: events newer than `since`, then new ones as they happen, until the hold
-/// time or the server stops.
+/// time or the server stops. Written by hand as chunked HTTP so each event is flushed at once.
 fn stream_watch(sh: &Shared, req: tiny_http::Request, since: u64) {
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    struct ChanReader {
-        rx: std::sync::mpsc::Receiver<Vec<u8>>,
-        buf: Vec<u8>,
+    use std::io::Write;
+    let mut w = req.into_writer();
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                Transfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n";
+    if w.write_all(head.as_bytes())
+        .and_then(|_| w.flush())
+        .is_err()
+    {
+        return;
     }
-    impl Read for ChanReader {
-        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-            if self.buf.is_empty() {
-                match self.rx.recv() {
-                    Ok(b) => self.buf = b,
-                    Err(_) => return Ok(0),
-                }
-            }
-            let n = out.len().min(self.buf.len());
-            out[..n].copy_from_slice(&self.buf[..n]);
-            self.buf.drain(..n);
-            Ok(n)
-        }
-    }
-    let resp = tiny_http::Response::new(
-        tiny_http::StatusCode(200),
-        vec![tiny_http::Header::from_bytes("Content-Type", "application/json").expect("header")],
-        ChanReader {
-            rx,
-            buf: Vec::new(),
-        },
-        None,
-        None,
-    );
-    let writer = std::thread::spawn(move || {
-        let _ = req.respond(resp);
-    });
     let deadline = Instant::now() + WATCH_HOLD;
     let mut sent = since;
     let mut st = sh.state.lock().unwrap();
     loop {
         let from = sent;
+        let mut out = Vec::new();
         for (rv, kind, obj) in st.node_events.iter().filter(|(rv, _, _)| *rv > from) {
             let line = format!("{}\n", json!({"type": kind, "object": obj}));
-            if tx.send(line.into_bytes()).is_err() {
+            out.extend_from_slice(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+            sent = *rv;
+        }
+        if !out.is_empty() {
+            drop(st);
+            if w.write_all(&out).and_then(|_| w.flush()).is_err() {
                 return;
             }
-            sent = *rv;
+            st = sh.state.lock().unwrap();
+            continue;
         }
         let now = Instant::now();
         if now >= deadline || sh.stop.load(Ordering::SeqCst) {
@@ -357,8 +345,7 @@ fn stream_watch(sh: &Shared, req: tiny_http::Request, since: u64) {
         st = sh.changed.wait_timeout(st, deadline - now).unwrap().0;
     }
     drop(st);
-    drop(tx);
-    let _ = writer.join();
+    let _ = w.write_all(b"0\r\n\r\n").and_then(|_| w.flush());
 }
 
 fn serve(st: &mut State, rec: &SimRequest) -> (u16, Option<Value>) {
@@ -518,7 +505,7 @@ fn patch(
             let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
             obj["data"] = json!({
                 "token": b64(&token),
-                "ca.crt": b64("-----BEGIN CERTIFICATE-----\nc2ltdWxhdG9y\n-----END CERTIFICATE-----\n"),
+                "ca.crt": b64(SIM_CA_PEM),
                 "namespace": b64(&ns),
             });
             if !dry_run {
