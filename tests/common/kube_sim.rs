@@ -14,7 +14,6 @@
 use base64::Engine;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
