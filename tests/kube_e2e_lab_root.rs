@@ -99,6 +99,19 @@ fn kubernetes_datastore_setup_verify_rerun_clean_root() {
             "no forced apply without --force-conflicts"
         );
     }
+    // What setup applied is exactly what `render` shows (the deploy-host copy).
+    let deploy_copy = std::fs::read_to_string(
+        lab.state_dir
+            .join("kubeasz/clusters")
+            .join(&lab.name)
+            .join("yml/flannel.yaml"),
+    )
+    .expect("deploy-host copy of the manifest");
+    let rendered = installer::render::check_manifest(&deploy_copy).expect("manifest");
+    assert_eq!(
+        applies.iter().map(|r| r.json()).collect::<Vec<_>>(),
+        rendered.iter().map(|o| o.body.clone()).collect::<Vec<_>>()
+    );
     // The agents used the ServiceAccount token, never needed more than the ClusterRole grants,
     // and wrote through nodes/status only.
     let agent_requests: Vec<_> = requests
@@ -230,5 +243,118 @@ fn kubernetes_datastore_setup_verify_rerun_clean_root() {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .expect("ip link");
         assert!(!links.contains("flannel."), "{}: {links}", node.name);
+    }
+}
+
+#[test]
+fn image_mode_applies_the_daemonset_explains_missing_pods_and_pushes_the_offline_image_root() {
+    let name =
+        "image_mode_applies_the_daemonset_explains_missing_pods_and_pushes_the_offline_image_root";
+    let Some(lab) = LabGuard::up_or_skip(name, 2).expect("lab") else {
+        return;
+    };
+    let sim = KubeSim::start(lab.deploy_ip);
+    for (i, node) in lab.nodes.iter().enumerate() {
+        sim.add_node(&node.name, &format!("198.19.{}.0/24", 200 + i));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = sim.admin_kubeconfig(dir.path());
+    let setup = || {
+        let mut cmd = installer();
+        cmd.args(["setup", "flannel", "-e", "FLANNEL_DATASTORE=kubernetes"])
+            .args([
+                "-e",
+                "FLANNEL_AGENT=image",
+                "--wait-timeout",
+                "2",
+                "--kubeconfig",
+            ])
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .arg("-i")
+            .arg(&lab.inventory_path);
+        cmd
+    };
+
+    // 1. The DaemonSet is applied (and no token Secret); no node binary is installed; nothing
+    //    runs the pods here, so the wait ends in a per-node explanation and exit 2.
+    let out = setup().output().expect("setup");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("daemonset.apps/kube-flannel-ds -n kube-system created"),
+        "{text}"
+    );
+    assert!(!text.contains("secret/flannel-token"), "{text}");
+    assert!(
+        text.contains("daemonset kube-system/kube-flannel-ds: desired 0 updated 0 ready 0: NOT rolled out after 2 s"),
+        "{text}"
+    );
+    for node in &lab.nodes {
+        assert!(
+            text.contains(&format!(
+                "node {}: pod  no flannel pod on this node",
+                node.name
+            )),
+            "{text}"
+        );
+        assert!(!node.host_path("/opt/kube/bin/installer").exists());
+        assert!(
+            node.host_path("/etc/cni/net.d/10-flannel.conflist")
+                .exists()
+        );
+        assert!(!node.host_path("/etc/kube-flannel/agent.json").exists());
+    }
+    // What setup applied is exactly what it rendered (and kept on the deploy host).
+    let deploy_copy = std::fs::read_to_string(
+        lab.state_dir
+            .join("kubeasz/clusters")
+            .join(&lab.name)
+            .join("yml/flannel.yaml"),
+    )
+    .expect("deploy-host copy of the manifest");
+    let rendered = installer::render::check_manifest(&deploy_copy).expect("manifest");
+    let bodies: Vec<serde_json::Value> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.content_type.as_deref() == Some("application/apply-patch+yaml"))
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(
+        bodies,
+        rendered.iter().map(|o| o.body.clone()).collect::<Vec<_>>()
+    );
+
+    // 2. An offline image tarball is pushed and loaded; these hosts run no container runtime
+    //    (a docker client without its daemon at most), so the load fails on every host, by name,
+    //    and the tarball is not left behind for a re-run to skip.
+    let down = lab.state_dir.join("kubeasz/down");
+    std::fs::create_dir_all(&down).expect("down dir");
+    std::fs::write(down.join("flannel_v0.28.9.tar"), b"not really an image\n").expect("tar");
+    let out = setup().output().expect("setup");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert_eq!(
+        text.matches("load-image /opt/kube/images/flannel_v0.28.9.tar | FAILED")
+            .count(),
+        lab.nodes.len(),
+        "{text}"
+    );
+    for node in &lab.nodes {
+        assert!(node.host_path("/opt/kube/images").is_dir());
+        assert!(
+            !node
+                .host_path("/opt/kube/images/flannel_v0.28.9.tar")
+                .exists()
+        );
     }
 }
