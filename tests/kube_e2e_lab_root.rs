@@ -204,6 +204,36 @@ fn kubernetes_datastore_setup_verify_rerun_clean_root() {
         .count();
     assert_eq!(writes, 5, "re-run: only the five (no-op) applies");
 
+    // A drifted credentials file is reported by --check --diff without its content.
+    let kc0 = lab.nodes[0].host_path("/etc/kube-flannel/kubeconfig");
+    let mut drifted = std::fs::read_to_string(&kc0).expect("kubeconfig");
+    drifted.push_str("# edited by hand\n");
+    std::fs::write(&kc0, drifted).expect("edit kubeconfig");
+    let before_check = sim.requests().len();
+    let (ok, text) = run(setup().args(["--check", "--diff"]));
+    assert!(ok, "check: {text}");
+    assert!(text.contains("(content not shown: mode 0600)"), "{text}");
+    assert!(
+        !text.contains("sim-sa-token"),
+        "a token in the diff output: {text}"
+    );
+    assert!(
+        text.contains("configmap/kube-flannel-cfg -n kube-system unchanged (server dry run)"),
+        "{text}"
+    );
+    let admin_writes: Vec<_> = sim.requests()[before_check..]
+        .iter()
+        .filter(|r| r.method != "GET" && r.token.as_deref() == Some(ADMIN_TOKEN))
+        .cloned()
+        .collect();
+    assert_eq!(admin_writes.len(), 5, "{admin_writes:?}");
+    assert!(
+        admin_writes
+            .iter()
+            .all(|r| r.param("dryRun").as_deref() == Some("All")),
+        "check mode sends only dry-run writes: {admin_writes:?}"
+    );
+
     // 4. clean: agents stopped, datapath and files gone, objects deleted, annotations removed.
     let (ok, text) = run(installer()
         .args([

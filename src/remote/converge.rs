@@ -352,13 +352,21 @@ impl Remote {
                     Desired::File {
                         path,
                         content: Content::Bytes(new),
+                        attrs,
                         ..
                     },
                     Fact::File(..),
                 ) = (&items[*i], &facts.paths[*i])
-                    && let Ok(Some(old)) = self.read_file(path)
                 {
-                    diffs[*i] = unified_diff(path, &old, new);
+                    // Files only root may read (credentials) are never shown.
+                    if attrs.mode.is_some_and(|m| m & 0o077 == 0) {
+                        diffs[*i] = Some(format!(
+                            "--- {path}\n+++ {path}\n(content not shown: mode {:04o})\n",
+                            attrs.mode.unwrap_or(0)
+                        ));
+                    } else if let Ok(Some(old)) = self.read_file(path) {
+                        diffs[*i] = unified_diff(path, &old, new);
+                    }
                 }
             }
         }
