@@ -703,7 +703,7 @@ fn ping_mesh_pods_mode_probes_existing_pods_listed_by_the_api_root() {
     assert_eq!(
         seen,
         vec![(
-            "/api/v1/pods?labelSelector=app%3Dweb".to_string(),
+            "/api/v1/pods?&labelSelector=app%3Dweb".to_string(),
             "Bearer t0k".to_string()
         )]
     );

@@ -85,7 +85,8 @@ pub struct PingMeshArgs {
     /// Only pods of this namespace (with --pods; default: every namespace).
     #[arg(long, value_name = "NS", requires = "pods")]
     pub namespace: Option<String>,
-    /// kubeconfig for --pods (default: $KUBECONFIG, else ~/.kube/config).
+    /// kubeconfig for the Kubernetes API with --pods (default: $KUBECONFIG, a colon-separated
+    /// list, else ~/.kube/config).
     #[arg(long, value_name = "FILE", requires = "pods")]
     pub kubeconfig: Option<PathBuf>,
     /// known_hosts file (as for setup).
@@ -155,9 +156,11 @@ fn ping_mesh(args: PingMeshArgs) -> Result<ExitCode> {
     let mode = match &args.pods {
         None => mesh::Mode::Probes,
         Some(selector) => {
-            let path = kube::default_path(args.kubeconfig.as_deref());
-            let cfg = kube::KubeConfig::load(&path, None)?;
-            let pods = kube::list_pods(&cfg, selector, args.namespace.as_deref())?;
+            let pods = kube::pods_for_selector(
+                args.kubeconfig.as_deref(),
+                selector,
+                args.namespace.as_deref(),
+            )?;
             if pods.is_empty() {
                 bail!("no running pod-network pod matches --pods {selector:?}");
             }
