@@ -129,14 +129,23 @@ pub async fn run<D: Datastore>(
             }
         }
     };
-    info!(
-        "Network config: Network {} SubnetLen {} SubnetMin {} SubnetMax {} backend {}",
-        conf.network,
-        conf.subnet_len,
-        conf.subnet_min,
-        conf.subnet_max,
-        conf.backend.type_name()
-    );
+    if settings.datastore == super::settings::DatastoreKind::Kubernetes {
+        // Subnets are the nodes' podCIDRs: SubnetLen/Min/Max do not apply.
+        info!(
+            "Network config: Network {} backend {} (subnets: node podCIDRs)",
+            conf.network,
+            conf.backend.type_name()
+        );
+    } else {
+        info!(
+            "Network config: Network {} SubnetLen {} SubnetMin {} SubnetMax {} backend {}",
+            conf.network,
+            conf.subnet_len,
+            conf.subnet_min,
+            conf.subnet_max,
+            conf.backend.type_name()
+        );
+    }
 
     let nl = Netlink::connect()?;
     let (ext, public_ip) = pick_interface(&nl, &settings).await?;
