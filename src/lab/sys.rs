@@ -321,7 +321,15 @@ mod tests {
         )
         .unwrap();
         assert!(pid_alive(pid));
-        assert_eq!(cmdline(pid).unwrap(), ["sleep", "30"]);
+        // The pid file is written just before `exec sleep`: while the exec is under way the
+        // kernel may show an empty command line, so wait for it to settle.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut seen = cmdline(pid).unwrap_or_default();
+        while seen != ["sleep", "30"] && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            seen = cmdline(pid).unwrap_or_default();
+        }
+        assert_eq!(seen, ["sleep", "30"]);
         assert!(kill_and_wait(&BTreeSet::from([pid])).is_empty());
         assert!(!pid_alive(pid));
     }
