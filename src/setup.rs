@@ -456,20 +456,6 @@ pub struct LocalFile {
     pub size: u64,
 }
 
-impl LocalFile {
-    /// Hash a local file.
-    pub fn hash(path: &Path) -> Result<LocalFile> {
-        let sha256 =
-            artifact::sha256_file(path).with_context(|| format!("reading {}", path.display()))?;
-        let size = std::fs::metadata(path)?.len();
-        Ok(LocalFile {
-            path: path.to_path_buf(),
-            sha256,
-            size,
-        })
-    }
-}
-
 /// Apply one host's plan: one round trip for the facts of every path, one for all changes.
 fn apply_plan(
     ctx: &mut HostCtx<'_>,
@@ -684,7 +670,6 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
     // 1. Artifacts (local: cached, verified; also in check mode).
     let spec = cni_artifact(&project, first)?;
     let fetched: Fetched = artifact::fetch(&spec, &fetch_options(&args.fetch, json))?;
-    let work = tempfile::tempdir().context("creating a temporary directory")?;
     let wanted: Vec<String> = match project.vars.resolve_json(first, "CNI_PLUGINS")? {
         Json::Array(items) => items
             .into_iter()
@@ -693,10 +678,12 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         other => bail!("CNI_PLUGINS must be a list of plugin names, got {other}"),
     };
     let wanted_refs: Vec<&str> = wanted.iter().map(String::as_str).collect();
-    let plugins = artifact::extract_plugins(
+    // Extracted once per tarball into the cache, reused while unchanged.
+    let plugins = artifact::cached_plugins(
         &fetched.path,
+        &fetched.sha256,
         &wanted_refs,
-        &work.path().join("plugins"),
+        &args.fetch.cache_dir,
         &ExtractLimits::default(),
     )?;
 
@@ -821,8 +808,19 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         human = HumanReporter::new(args.verbose, args.diff);
         &human
     };
-    let mut locals: IndexMap<PathBuf, LocalFile> = IndexMap::new();
-    let mut uploads: Vec<PathBuf> = plugins.iter().map(|p| p.path.clone()).collect();
+    let mut locals: IndexMap<PathBuf, LocalFile> = plugins
+        .iter()
+        .map(|p| {
+            let lf = LocalFile {
+                path: p.path.clone(),
+                sha256: p.sha256.clone(),
+                size: p.size,
+            };
+            (p.path.clone(), lf)
+        })
+        .collect();
+    let mut memo = artifact::DigestMemo::open(&args.fetch.cache_dir);
+    let mut uploads: Vec<PathBuf> = Vec::new();
     if embedded {
         uploads.push(node_binary.clone());
     }
@@ -830,9 +828,19 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
         uploads.push(local.clone());
     }
     for p in uploads {
-        let lf = LocalFile::hash(&p)?;
-        locals.insert(p, lf);
+        let (sha256, size) = memo
+            .sha256(&p)
+            .with_context(|| format!("reading {}", p.display()))?;
+        locals.insert(
+            p.clone(),
+            LocalFile {
+                path: p,
+                sha256,
+                size,
+            },
+        );
     }
+    memo.save();
     let recap: Recap = Fleet::new(fleet_opts, reporter).run(&conns, |ctx| {
         let Some(plan) = plans.get(ctx.host()) else {
             return Err(ctx.fail("plan", "no plan for this host"));

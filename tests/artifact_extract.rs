@@ -4,7 +4,7 @@
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use installer::artifact::{
-    ArtifactError, DEFAULT_PLUGINS, ExtractLimits, extract_plugins, sha256_bytes,
+    ArtifactError, DEFAULT_PLUGINS, ExtractLimits, cached_plugins, extract_plugins, sha256_bytes,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -417,4 +417,44 @@ fn bad_wanted_names_are_rejected() {
             "{bad}: {err}"
         );
     }
+}
+
+#[test]
+fn extraction_cache_is_reused_and_refreshed_when_a_file_changes() {
+    let c = case();
+    upstream_like(&c.tarball, "./", vec![]);
+    let cache = c.root.join("cache");
+    let sha = installer::artifact::sha256_file(&c.tarball).unwrap();
+    let wanted = ["bridge", "loopback"];
+    let first =
+        cached_plugins(&c.tarball, &sha, &wanted, &cache, &ExtractLimits::default()).unwrap();
+    let dir = cache.join("extracted").join(&sha);
+    assert_eq!(first[0].path, dir.join("bridge"));
+    assert_eq!(
+        first[0].sha256,
+        installer::artifact::sha256_bytes(&content("bridge"))
+    );
+    // Reused: the tarball is not even read again (it may be gone).
+    let moved = c.root.join("moved.tgz");
+    fs::rename(&c.tarball, &moved).unwrap();
+    let again = cached_plugins(&c.tarball, &sha, &wanted, &cache, &ExtractLimits::default())
+        .expect("served from the cache without the tarball");
+    assert_eq!(again, first);
+    // A tampered file (new content, new identity) makes it extract afresh.
+    fs::rename(&moved, &c.tarball).unwrap();
+    fs::write(dir.join("bridge"), b"tampered").unwrap();
+    let fresh =
+        cached_plugins(&c.tarball, &sha, &wanted, &cache, &ExtractLimits::default()).unwrap();
+    assert_eq!(fs::read(dir.join("bridge")).unwrap(), content("bridge"));
+    assert_eq!(fresh[0].sha256, first[0].sha256);
+    // A plugin the cache does not hold yet: extracted again with it.
+    let more = cached_plugins(
+        &c.tarball,
+        &sha,
+        &["bridge", "portmap"],
+        &cache,
+        &ExtractLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(more[1].name, "portmap");
 }

@@ -160,10 +160,12 @@ fn spec(name: &str, urls: Vec<String>, sha256: Option<String>) -> ArtifactSpec {
 }
 
 /// Names in a directory, sorted (to prove no temporary or partial file is left).
+/// The cache's artifacts and side files (without the digest memo `digests.json`).
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match fs::read_dir(dir) {
         Ok(rd) => rd
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "digests.json")
             .collect(),
         Err(_) => Vec::new(),
     };

@@ -5,7 +5,7 @@
 //! directory, verified by the caller, fsynced, then renamed over the old copy. A failed or
 //! unverified download never replaces what is there.
 
-use super::digest::{normalize_sha256, parse_sidecar, sha256_file};
+use super::digest::{normalize_sha256, parse_sidecar};
 use super::error::ArtifactError;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -84,7 +84,10 @@ impl Cache {
                 parse_sidecar(&text, &[name]).ok()?
             }
         };
-        let actual = sha256_file(&path).ok()?;
+        // Hashed again only when the file changed since it was last verified (DigestMemo).
+        let mut memo = super::memo::DigestMemo::open(&self.dir);
+        let actual = memo.sha256(&path).ok()?.0;
+        memo.save();
         (actual == expected).then_some(CacheEntry {
             path,
             sha256: actual,
@@ -203,13 +206,13 @@ mod tests {
         assert_eq!(cache.lookup("a.tgz", None).unwrap().sha256, sha);
         assert!(cache.lookup("a.tgz", Some(&sha)).is_some());
         assert!(cache.lookup("a.tgz", Some(&"0".repeat(64))).is_none());
-        // Only the artifact and its digest file remain: no temporary files.
+        // Only the artifact, its digest file and the digest memo remain: no temporary files.
         let mut names: Vec<_> = fs::read_dir(dir.path().join("bin"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["a.tgz", "a.tgz.sha256"]);
+        assert_eq!(names, ["a.tgz", "a.tgz.sha256", "digests.json"]);
         // A modified file no longer counts as cached.
         fs::write(&path, b"tampered").unwrap();
         assert!(cache.lookup("a.tgz", None).is_none());

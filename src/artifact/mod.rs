@@ -9,7 +9,9 @@
 //!   file published next to the URL on the same mirror; without either it is refused unless
 //!   [`FetchOptions::insecure_skip_checksum`] is set. A verified cached copy is reused without
 //!   any network access. Only fully verified files ever appear in the cache.
-//! * [`extract_plugins`] extracts chosen plugins from a tarball, refusing unsafe entries.
+//! * [`extract_plugins`] extracts chosen plugins from a tarball, refusing unsafe entries;
+//!   [`cached_plugins`] keeps them extracted in the cache, and [`DigestMemo`] remembers local
+//!   files' digests, so a re-run does not repeat that work.
 //! * [`write_bundle`] / [`open_bundle`] move artifacts to machines without internet access;
 //!   [`FetchOptions::offline_bundle`] makes [`fetch`] take them from a bundle.
 //!
@@ -22,6 +24,7 @@ mod digest;
 mod download;
 mod error;
 mod extract;
+mod memo;
 mod progress;
 
 pub use bundle::{
@@ -30,6 +33,7 @@ pub use bundle::{
 pub use digest::{normalize_sha256, sha256_bytes, sha256_file};
 pub use error::{ArtifactError, FailureKind, MirrorFailure};
 pub use extract::{DEFAULT_PLUGINS, ExtractLimits, ExtractedFile, extract_plugins};
+pub use memo::{DigestMemo, FileIdentity, cached_plugins};
 pub use progress::{BarSink, LineSink, ProgressEvent, ProgressMode, ProgressSink, SilentSink};
 
 use cache::Cache;
