@@ -1011,6 +1011,7 @@ pub fn run_clean(args: CleanArgs) -> Result<ExitCode> {
             AGENT_PIDFILE.into(),
             "/var/lib/cni/flannel".into(),
             "/var/lib/cni/networks/cbr0".into(),
+            crate::remote::converge::NODE_DIGEST_MEMO.into(),
             format!("{}/flannel-agent.log", log_dir.trim_end_matches('/')),
             format!("{cni_bin_dir}/flannel"),
         ];

@@ -110,6 +110,29 @@ fn first_run_changes_everything_second_changes_nothing_and_drift_is_repaired_roo
         out.contains("+  \"name\": \"cbr0\","),
         "--diff shows the restored content: {out}"
     );
+
+    // Nodes remember their files' digests; a same-size edit in place (same inode, new
+    // modification time) is still noticed and repaired.
+    let memo = std::fs::read_to_string(n2.host_path("/var/lib/installer/digests")).expect("memo");
+    assert!(memo.contains("\t/opt/kube/bin/bridge\t"), "{memo}");
+    let bridge = n2.host_path("/opt/kube/bin/bridge");
+    let mut bytes = std::fs::read(&bridge).expect("bridge");
+    bytes[100] ^= 0xff;
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new()
+            .write(true)
+            .open(&bridge)
+            .expect("open in place"),
+        &bytes,
+    )
+    .expect("edit in place");
+    let (code, out, err) = setup(&lab, cache.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(recap_of(&out, &n2.ip.to_string()).1, 1, "{out}");
+    assert!(
+        out.contains("/opt/kube/bin/bridge | changed: updated"),
+        "{out}"
+    );
 }
 
 #[test]

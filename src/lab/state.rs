@@ -30,13 +30,15 @@ use std::path::{Path, PathBuf};
 pub const STATE_ROOT: &str = "/run/installer-lab";
 
 /// Paths every node sees as its own: each is a bind mount of `nodes/<node>/root/<path>`.
-pub const NODE_PRIVATE_PATHS: [&str; 9] = [
+pub const NODE_PRIVATE_PATHS: [&str; 10] = [
     "/opt/kube",
     "/opt/cni",
     "/etc/cni",
     "/etc/kube-flannel",
     "/run/flannel",
     "/var/lib/cni",
+    // setup's digest memo (remote::converge::NODE_DIGEST_MEMO)
+    "/var/lib/installer",
     "/var/log/installer",
     "/etc/systemd/system",
     // so `ip netns add` on a node (pods) stays on that node

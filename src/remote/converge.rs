@@ -98,25 +98,58 @@ impl Facts {
     }
 }
 
-/// Prints `uname -m`, then one tab-separated line per path argument.
-const FACTS: &str = r#"uname -m
+/// Where nodes remember their files' digests (see [`FACTS`]).
+pub const NODE_DIGEST_MEMO: &str = "/var/lib/installer/digests";
+
+/// Prints `uname -m`, then one tab-separated line per path argument (the first argument is
+/// `rw` or `ro`). A regular file's sha256 comes from the node's digest memo
+/// ([`NODE_DIGEST_MEMO`]: `DEV:INO:SIZE:MTIME<TAB>PATH<TAB>SHA256` lines) when its identity
+/// (device, inode, size, modification time to the nanosecond) is the one recorded there, else
+/// from `sha256sum`; a file modified less than two seconds ago is not memoised (its timestamp
+/// could still be shared by a later write). With `rw` the memo is rewritten when it changed.
+const FACTS: &str = r#"mode=$1; shift
+uname -m
+memo=/var/lib/installer/digests
+nl='
+'
+old=$(cat "$memo" 2>/dev/null) || old=
+known="$nl$old$nl"
+now=$(date +%s)
+out=
 for p in "$@"; do
   if [ -L "$p" ]; then printf 'L\t%s\n' "$(readlink -- "$p")"
   elif [ -d "$p" ]; then printf 'D\t%s\n' "$(stat -c '%a %u %g %U %G' -- "$p")"
   elif [ -f "$p" ]; then
-    s=$(sha256sum < "$p") || s=unreadable
-    printf 'F\t%s\t%s\n' "$(stat -c '%a %u %g %U %G' -- "$p")" "${s%% *}"
+    st=$(stat -c '%a %u %g %U %G|%d:%i:%s:%Y.%y' -- "$p") || st='|'
+    a=${st%%|*}; id=${st#*|}
+    rest=${known#*"$nl$id	$p	"}
+    if [ -n "$id" ] && [ "$rest" != "$known" ]; then
+      s=${rest%%"$nl"*}; out="$out$id	$p	$s$nl"
+    else
+      s=$(sha256sum < "$p") && s=${s%% *} || s=unreadable
+      t=${id#*:*:*:}; t=${t%%.*}
+      if [ "$s" != unreadable ] && [ -n "$t" ] && [ "$t" -lt $((now - 1)) ] 2>/dev/null; then
+        out="$out$id	$p	$s$nl"
+      fi
+    fi
+    printf 'F\t%s\t%s\n' "$a" "$s"
   elif [ -e "$p" ]; then echo O
   else echo A
   fi
-done"#;
+done
+if [ "$mode" = rw ] && [ "$out" != "$old$nl" ] && [ -n "$out" ]; then
+  mkdir -p /var/lib/installer 2>/dev/null && printf '%s' "$out" > "$memo.$$" 2>/dev/null \
+    && mv -f "$memo.$$" "$memo" 2>/dev/null || rm -f "$memo.$$" 2>/dev/null
+fi
+exit 0"#;
 
 /// Applies planned actions. Arguments are `ACTION INDEX PATH [EXTRA…]` groups, in order:
 /// `dir I P MODE OWNER`, `attrs I P MODE OWNER`, `tar - - -` (extract stdin at /),
-/// `place I P TMP MODE OWNER`, `link I P TARGET`, `rm I P`. Prints `ok I` or `err I MESSAGE`.
+/// `place I P TMP MODE OWNER SHA256`, `link I P TARGET`, `rm I P`. Prints `ok I` or `err I MESSAGE`.
 /// Results are collected and printed at the end, after stdin has been consumed: output
 /// written while the upload is still streaming in is not reliably delivered by libssh2.
 const APPLY: &str = r#"tarok=1
+memo_add=
 res=
 ok() { res="${res}ok $1
 "; }
@@ -134,9 +167,13 @@ while [ $# -gt 0 ]; do
     tar)
       if ! out=$(tar -x -f - -C / 2>&1); then tarok=0; terr=$out; cat >/dev/null; fi ;;
     place)
-      t=$1; m=$2; o=$3; shift 3
+      t=$1; m=$2; o=$3; h=$4; shift 4
       if [ $tarok = 0 ]; then rm -f -- "$t"; fail "$i" "upload failed: $terr"; continue; fi
-      if out=$(chmod "$m" -- "$t" 2>&1 && { [ -z "$o" ] || chown "$o" -- "$t" 2>&1; } && mv -f -- "$t" "$p" 2>&1); then ok "$i"; else rm -f -- "$t"; fail "$i" "$out"; fi ;;
+      if out=$(chmod "$m" -- "$t" 2>&1 && { [ -z "$o" ] || chown "$o" -- "$t" 2>&1; } && mv -f -- "$t" "$p" 2>&1); then
+        ok "$i"
+        id=$(stat -c '%d:%i:%s:%Y.%y' -- "$p" 2>/dev/null) && memo_add="$memo_add$id	$p	$h
+"
+      else rm -f -- "$t"; fail "$i" "$out"; fi ;;
     link)
       t=$1; shift
       tmp="$(dirname -- "$p")/.$(basename -- "$p").installer-link-$$"
@@ -145,6 +182,12 @@ while [ $# -gt 0 ]; do
       if out=$(rm -rf -- "$p" 2>&1); then ok "$i"; else fail "$i" "$out"; fi ;;
   esac
 done
+# Files just placed are memoised with the digest they were uploaded with (see FACTS).
+if [ -n "$memo_add" ]; then
+  mkdir -p /var/lib/installer 2>/dev/null
+  { cat /var/lib/installer/digests 2>/dev/null; printf '%s' "$memo_add"; } > /var/lib/installer/digests.$$ 2>/dev/null \
+    && mv -f /var/lib/installer/digests.$$ /var/lib/installer/digests 2>/dev/null || rm -f /var/lib/installer/digests.$$ 2>/dev/null
+fi
 printf '%s' "$res""#;
 
 fn parse_stat(text: &str) -> Option<Stat> {
@@ -165,7 +208,9 @@ impl Remote {
                 });
             }
         }
-        let out = self.exec(FACTS, paths, true, Input::None)?;
+        let mut args: Vec<&str> = vec![if self.check_mode() { "ro" } else { "rw" }];
+        args.extend_from_slice(paths);
+        let out = self.exec(FACTS, &args, true, Input::None)?;
         let bad = |detail: String| RemoteError::Command {
             host: self.host().to_string(),
             doing: "gathering facts",
@@ -304,6 +349,7 @@ impl Remote {
                         tmp,
                         format!("{mode:o}"),
                         attrs.chown_arg(),
+                        self_sha(item).to_string(),
                     ]);
                 }
                 (Desired::File { .. }, _) => {
