@@ -11,6 +11,7 @@ use super::{AcquireRequest, Datastore, DatastoreError, WatchUpdate};
 use crate::agent::lease::{Lease, LeaseAttrs};
 use crate::agent::log::{info, warning};
 use crate::agent::netconf::{NetConf, NetConfError, parse};
+use crate::kubeapi::session::error_chain;
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
@@ -212,21 +213,6 @@ impl Op<'_> {
             }),
         }
     }
-}
-
-/// An error and its causes on one line (hyper's Display alone says only "client error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// The IPv4 pod CIDR of a node: `spec.podCIDRs`' IPv4 entry, else `spec.podCIDR`.
