@@ -1253,14 +1253,55 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
+    status_field(pid, "VmHWM")
+}
+
+/// A `/proc/<pid>/status` field in KiB (or count, for `Threads`); 0 when absent.
+fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Where a process's resident memory is now, from /proc/<pid>/smaps (KiB): the binary's own
+/// file pages, other files (libc, ld.so), the brk heap, the main stack and other anonymous
+/// mappings (mmap'ed malloc arenas and chunks, thread stacks), plus the thread count.
+fn memory_breakdown(pid: u32, bin: &Path) -> String {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return "smaps unreadable".into();
+    };
+    let bin_name = bin.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let (mut exe, mut files, mut heap, mut stack, mut anon) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut current = 0usize; // 0 exe, 1 files, 2 heap, 3 stack, 4 anon
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let path = words.nth(4).unwrap_or("");
+            current = match path {
+                "" => 4,
+                "[heap]" => 2,
+                "[stack]" => 3,
+                p if p.starts_with('[') => 4,
+                p if !bin_name.is_empty() && p.ends_with(bin_name) => 0,
+                _ => 1,
+            };
+        } else if first == "Rss:" {
+            let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *[&mut exe, &mut files, &mut heap, &mut stack, &mut anon][current] += kib;
+        }
+    }
+    format!(
+        "VmHWM {} VmRSS {} KiB = binary {exe} + other files {files} + heap {heap} + stack {stack} + other anon {anon}; {} threads",
+        status_field(pid, "VmHWM"),
+        status_field(pid, "VmRSS"),
+        status_field(pid, "Threads"),
+    )
 }
 
 /// Agent figures: peak RSS, start → subnet.env, and start of a joining node → its route on
@@ -1344,6 +1385,12 @@ fn agent_bench_root() {
         });
     }
     let hwm: Vec<u64> = (0..2).map(|i| vm_hwm_kib(agents.pid(i).unwrap())).collect();
+    let breakdown = memory_breakdown(agents.pid(0).unwrap(), &bin);
+    if let Ok(dst) = std::env::var("AGENT_BENCH_SMAPS") {
+        // the full per-mapping picture, for a closer look
+        let src = format!("/proc/{}/smaps", agents.pid(0).unwrap());
+        std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {src} to {dst}: {e}"));
+    }
     to_env.sort_by(f64::total_cmp);
     to_routes.sort_by(f64::total_cmp);
     propagation.sort_by(f64::total_cmp);
@@ -1352,6 +1399,7 @@ fn agent_bench_root() {
         "  peak RSS (VmHWM): long-running agents {} KiB / {} KiB; joining agent {} KiB",
         hwm[0], hwm[1], joiner_hwm
     );
+    eprintln!("  long-running agent 1 now: {breakdown}");
     eprintln!(
         "  start -> subnet.env: p50 {:.1} ms, p99 {:.1} ms (n={})",
         percentile(&to_env, 0.5),
