@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Embedded agent figures on a 3-node lab: peak RSS (VmHWM), start -> subnet.env, and a joining
 # node's start -> its route on both peers (p50/p99 over joins). Needs root and the lab packages
-# (scripts/install-deps --lab). Usage: bench/agent.sh [--debug] [JOINS]
+# (scripts/install-deps --lab). Usage: bench/agent.sh [--debug] [JOINS]. Also prints where agent 1's
+# memory is (binary pages, other files, heap, stacks, threads); AGENT_BENCH_SMAPS=FILE keeps its smaps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=release
