@@ -1386,6 +1386,27 @@ fn agent_bench_root() {
     }
     let hwm: Vec<u64> = (0..2).map(|i| vm_hwm_kib(agents.pid(i).unwrap())).collect();
     let breakdown = memory_breakdown(agents.pid(0).unwrap(), &bin);
+    // Idle CPU: user + system time of the two long-running agents over a quiet window.
+    let idle_secs: u64 = std::env::var("AGENT_BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let after_comm = stat.rsplit_once(')').expect("comm").1;
+        let f: Vec<&str> = after_comm.split_whitespace().collect();
+        // fields 14 and 15 (utime, stime) are the 12th and 13th after the command name
+        f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+    };
+    let pids: Vec<u32> = (0..2).map(|i| agents.pid(i).unwrap()).collect();
+    let before: Vec<u64> = pids.iter().map(|p| ticks(*p)).collect();
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let hz = 100.0; // USER_HZ on Linux
+    let idle_cpu: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| (ticks(*p) - b) as f64 / hz / idle_secs as f64 * 100.0)
+        .collect();
     if let Ok(dst) = std::env::var("AGENT_BENCH_SMAPS") {
         // the full per-mapping picture, for a closer look
         let src = format!("/proc/{}/smaps", agents.pid(0).unwrap());
@@ -1400,6 +1421,10 @@ fn agent_bench_root() {
         hwm[0], hwm[1], joiner_hwm
     );
     eprintln!("  long-running agent 1 now: {breakdown}");
+    eprintln!(
+        "  idle CPU over {idle_secs} s: {:.2} % / {:.2} % of one core",
+        idle_cpu[0], idle_cpu[1]
+    );
     eprintln!(
         "  start -> subnet.env: p50 {:.1} ms, p99 {:.1} ms (n={})",
         percentile(&to_env, 0.5),
