@@ -32,15 +32,16 @@ step() {
   echo "== $name: $*"
   local s e
   s=$(date +%s)
-  "$@" 2>&1 | tee "$out/$name.txt"
+  local status=ok
+  "$@" 2>&1 | tee "$out/$name.txt" || status=FAILED
   e=$(date +%s)
-  echo "   ($name took $((e - s)) s)"
+  echo "   ($name: $status, $((e - s)) s)"
 }
-step render env RUNS=10 bench/render.sh
+step vs-ansible env SIZES="$sizes" RUNS="$runs" bench/vs-ansible.sh
 step agent bench/agent.sh 20
+step render env RUNS=10 bench/render.sh
 step setup env NODES="$sizes" RUNS=3 bench/setup.sh
 step verify env NODES="$sizes" RUNS=3 bench/verify.sh
-step vs-ansible env SIZES="$sizes" RUNS="$runs" bench/vs-ansible.sh
 
 {
   echo "# Benchmark run"
