@@ -25,7 +25,7 @@ if [ -n "${QUICK:-}" ]; then sizes="3" runs=1; else sizes="3 10 30" runs=5; fi
   echo "kernel: $(uname -r); $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "node binary: $(stat -c %s "$bin") bytes (release, stripped)"
-} | tee "$out/machine.txt"
+} | tee "$out/machine.txt" bench/.machine.txt
 
 step() {
   local name=$1; shift
@@ -33,6 +33,7 @@ step() {
   local s e
   s=$(date +%s)
   local status=ok
+  mkdir -p "$out"   # vs-ansible.sh renews bench/.work
   "$@" 2>&1 | tee "$out/$name.txt" || status=FAILED
   e=$(date +%s)
   echo "   ($name: $status, $((e - s)) s)"
@@ -43,6 +44,8 @@ step render env RUNS=10 bench/render.sh
 step setup env NODES="$sizes" RUNS=3 bench/setup.sh
 step verify env NODES="$sizes" RUNS=3 bench/verify.sh
 
+mkdir -p "$out"
+cp bench/.machine.txt "$out/machine.txt" 2>/dev/null || true
 {
   echo "# Benchmark run"
   echo
