@@ -9,10 +9,13 @@ profile=release
 if [ "${1:-}" = "--debug" ]; then profile=debug; shift; fi
 export AGENT_BENCH_JOINS="${1:-10}"
 target="${CARGO_TARGET_DIR:-target}"
-if [ "$profile" = release ]; then cargo build --release --bin installer; else cargo build --bin installer; fi
-# a private copy: a concurrent build must not replace the binary under test
+bins=(--bin installer --bin installer-node)
+if [ "$profile" = release ]; then cargo build --release "${bins[@]}"; else cargo build "${bins[@]}"; fi
+# a private copy: a concurrent build must not replace the binaries under test; setup pushes the
+# node build (installer-node, next to installer) to the nodes
 bin="$(mktemp -d)/installer"
 cp "$target/$profile/installer" "$bin"
+cp "$target/$profile/installer-node" "$(dirname "$bin")/installer-node"
 trap 'rm -rf "$(dirname "$bin")"' EXIT
 INSTALLER_TEST_BIN="$bin" cargo test --test agent_lab_root -- --ignored --nocapture agent_bench_root 2>&1 \
   | grep -E '^agent bench|^  |test result'

@@ -47,6 +47,7 @@ say "== building the release binary"
 cargo build --locked --release -q
 built=$(realpath "${CARGO_TARGET_DIR:-target}")/release/installer
 [ -x "$built" ] || die "no release binary at $built"
+[ -x "${built}-node" ] || die "no node build at ${built}-node"
 
 python=$(command -v /usr/bin/python3 python3 | head -n1) || die "python3 is missing (apt-get install python3)"
 ansible_has() { # the venv's ansible-core is the wanted version (read fully: grep -q would break the pipe)
@@ -74,8 +75,11 @@ done
 rm -rf "$work"
 mkdir -p "$work/logs"
 # A private copy: a rebuild of the target directory during the run cannot change what is pushed.
+# installer pushes the node build next to it (installer-node); Ansible is given the same file.
 bin=$work/installer
 cp "$built" "$bin"
+node_bin=$work/installer-node
+cp "${built}-node" "$node_bin"
 cp_dir=$(mktemp -d /tmp/vs-ansible-cp.XXXXXX)   # Ansible's ControlPath sockets (short path)
 samples=$work/samples.tsv
 printf 'nodes\ttool\tphase\trun\tseconds\tload1\n' >"$samples"
@@ -107,7 +111,7 @@ tool_cmd() {
   case $tool in
     ansible)
       cmd=("${ansible_env[@]}" "$venv/bin/ansible-playbook" -i "$inv" "$root/bench/ansible/flannel.yml"
-           -e "bench_plugin_dir=$plugins" -e "bench_node_binary=$bin" "${extra[@]}")
+           -e "bench_plugin_dir=$plugins" -e "bench_node_binary=$node_bin" "${extra[@]}")
       [ "$mode" = check ] && cmd+=(--check) ;;
     installer|installer-f5)
       cmd=("${installer_env[@]}" "$bin" setup flannel --files-only -i "$inv" --cache-dir "$cache" "${extra[@]}")

@@ -13,6 +13,7 @@ pub mod kube_setup;
 pub mod kubeapi;
 pub mod lab;
 pub mod network;
+pub mod node_cli;
 pub mod remote;
 pub mod render;
 pub mod role;

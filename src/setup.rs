@@ -81,8 +81,8 @@ pub struct SetupArgs {
     /// What to do with unknown host keys (a changed key always fails unless `off`).
     #[arg(long, value_enum)]
     pub host_key_policy: Option<HostKeyPolicy>,
-    /// Binary to install on the nodes (default: this one). Needed when nodes have another
-    /// CPU architecture.
+    /// Binary to install on the nodes (default: `installer-node` next to this binary, else this
+    /// binary itself). Needed when nodes have another CPU architecture.
     #[arg(long, value_name = "PATH")]
     pub node_binary: Option<PathBuf>,
     /// Seconds to wait for every node's agent to become ready (and, with the Kubernetes
@@ -597,6 +597,15 @@ fn apply_plan(
 
 /// Load an image tarball into the node's container runtime (containerd's k8s.io namespace, else
 /// docker). A failed load removes the tarball, so the next run pushes and loads it again.
+/// The binary pushed to nodes when `--node-binary` is not given: the node build
+/// ([`crate::node_cli::NODE_BINARY_NAME`]) next to this binary when it is there, else this
+/// binary (which has every node subcommand too, only more besides).
+fn default_node_binary() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating this binary")?;
+    let slim = me.with_file_name(crate::node_cli::NODE_BINARY_NAME);
+    Ok(if slim.is_file() { slim } else { me })
+}
+
 const LOAD_IMAGE_SCRIPT: &str = r#"f="$1"
 PATH="$PATH:/opt/kube/bin:/usr/local/bin"
 if command -v ctr >/dev/null 2>&1; then ctr -n=k8s.io images import "$f" || { rm -f "$f"; exit 1; }
@@ -693,7 +702,7 @@ pub fn run_setup(args: SetupArgs) -> Result<ExitCode> {
     let embedded = cluster.agent == crate::cluster::AgentMode::Embedded;
     let node_binary = match &args.node_binary {
         Some(p) => p.clone(),
-        None => std::env::current_exe().context("locating this binary")?,
+        None => default_node_binary()?,
     };
     if embedded && !node_binary.is_file() {
         bail!("node binary {} does not exist", node_binary.display());

@@ -23,8 +23,28 @@ pub fn prepare_files(tools: &Tools, lab: &Lab, node: &LabNode) -> Result<()> {
     for path in NODE_PRIVATE_PATHS {
         sys::mkdir(&node.host_path(path))?;
     }
+    seed_root_home(node)?;
     generate_host_key(tools, node)?;
     write_sshd_config(lab, node)
+}
+
+/// Debian's start-up files for root (from base-files), as a freshly installed node has them.
+const ROOT_SKELETON: [(&str, &str); 2] = [
+    ("/usr/share/base-files/dot.bashrc", ".bashrc"),
+    ("/usr/share/base-files/dot.profile", ".profile"),
+];
+
+/// Give the node's own `/root` the start-up files of a fresh Debian install (those missing on
+/// the deploy machine are skipped: an empty home is as good for the lab).
+fn seed_root_home(node: &LabNode) -> Result<()> {
+    let home = node.host_path("/root");
+    for (source, name) in ROOT_SKELETON {
+        let Ok(text) = std::fs::read(source) else {
+            continue;
+        };
+        sys::write_atomic(&home.join(name), &text)?;
+    }
+    Ok(())
 }
 
 /// (Re)generate the node's ed25519 host key.

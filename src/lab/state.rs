@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 pub const STATE_ROOT: &str = "/run/installer-lab";
 
 /// Paths every node sees as its own: each is a bind mount of `nodes/<node>/root/<path>`.
-pub const NODE_PRIVATE_PATHS: [&str; 10] = [
+pub const NODE_PRIVATE_PATHS: [&str; 11] = [
     "/opt/kube",
     "/opt/cni",
     "/etc/cni",
@@ -43,6 +43,9 @@ pub const NODE_PRIVATE_PATHS: [&str; 10] = [
     "/etc/systemd/system",
     // so `ip netns add` on a node (pods) stays on that node
     "/run/netns",
+    // root's home: a fresh node's, not the deploy machine's (whose shell start-up files would
+    // otherwise run on every SSH command to every node)
+    "/root",
 ];
 
 /// Where a lab is in its life.
