@@ -1004,3 +1004,76 @@ fn forks_bounds_parallel_hosts_root() {
     assert_eq!(recap.hosts.len(), 6);
     assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn converge_reports_each_failure_with_the_commands_message_root() {
+    require_sshd!();
+    let sshd = Sshd::start();
+    let r = remote(&sshd, false, false);
+    // A regular file where a directory is needed: every action below it must fail, each with
+    // the message of the command that failed, and nothing may be left behind.
+    let blocker = sshd.path("blocker");
+    std::fs::write(&blocker, b"x").unwrap();
+    let under = |name: &str| format!("{}/{name}", blocker.display());
+    let (dir, file, link) = (under("dir"), under("file"), under("link"));
+    let ok_dir = sshd.path("made/deep");
+    let ok_dir = ok_dir.to_str().unwrap();
+    let attrs = Attrs::mode(0o600);
+    let items = [
+        Desired::Dir {
+            path: &dir,
+            mode: 0o755,
+        },
+        Desired::Dir {
+            path: ok_dir,
+            mode: 0o710,
+        },
+        Desired::File {
+            path: &file,
+            content: Content::Bytes(b"data"),
+            sha256: "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7",
+            size: 4,
+            attrs: &attrs,
+        },
+        Desired::Link {
+            path: &link,
+            target: "elsewhere",
+        },
+    ];
+    let paths: Vec<&str> = items.iter().map(|i| i.path()).collect();
+    let facts = r.facts(&paths).expect("facts");
+    let results = r.converge(&items, &facts);
+    let by_path = |p: &str| {
+        results
+            .iter()
+            .find(|x| x.target == p)
+            .unwrap_or_else(|| panic!("no result for {p}: {results:?}"))
+    };
+    let d = by_path(&dir);
+    assert_eq!(d.status, OpStatus::Failed, "{d:?}");
+    assert!(d.detail.contains("Not a directory"), "{d:?}");
+    let made = by_path(ok_dir);
+    assert_eq!(made.status, OpStatus::Changed, "{made:?}");
+    assert_eq!(
+        std::fs::metadata(ok_dir).unwrap().mode() & 0o7777,
+        0o710,
+        "a directory made with its parents gets its mode"
+    );
+    let f = by_path(&file);
+    assert_eq!(f.status, OpStatus::Failed, "{f:?}");
+    assert!(
+        f.detail.starts_with("upload failed: ") && f.detail.contains("Not a directory"),
+        "{f:?}"
+    );
+    let l = by_path(&link);
+    assert_eq!(l.status, OpStatus::Failed, "{l:?}");
+    assert!(l.detail.contains("Not a directory"), "{l:?}");
+    assert_eq!(std::fs::read(&blocker).unwrap(), b"x");
+    let stray: Vec<_> = std::fs::read_dir(sshd.path(""))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".installer-"))
+        .collect();
+    assert!(stray.is_empty(), "left behind: {stray:?}");
+}

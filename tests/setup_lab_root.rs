@@ -74,6 +74,45 @@ fn first_run_changes_everything_second_changes_nothing_and_drift_is_repaired_roo
                 0o755
             );
         }
+        // Uploaded files are root's (from the tar headers), with no temporary file left.
+        for dir in ["/opt/kube/bin", "/etc/cni/net.d", "/etc/kube-flannel"] {
+            for entry in std::fs::read_dir(node.host_path(dir))
+                .expect("dir")
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                assert!(!name.contains(".installer-"), "left behind: {dir}/{name}");
+                let meta = entry.path().symlink_metadata().expect("meta");
+                use std::os::unix::fs::MetadataExt;
+                assert_eq!((meta.uid(), meta.gid()), (0, 0), "{dir}/{name}");
+            }
+        }
+        // The node build is what the nodes run.
+        assert_eq!(
+            std::fs::read(node.host_path("/opt/kube/bin/installer")).expect("node binary"),
+            std::fs::read(env!("CARGO_BIN_EXE_installer-node")).expect("installer-node"),
+            "setup must push installer-node, found next to installer"
+        );
+        // Every uploaded file is in the node's digest memo with its content's sha256.
+        let memo =
+            std::fs::read_to_string(node.host_path("/var/lib/installer/digests")).expect("memo");
+        for path in [
+            "/opt/kube/bin/bridge",
+            "/opt/kube/bin/installer",
+            "/etc/cni/net.d/10-flannel.conflist",
+        ] {
+            let line = memo
+                .lines()
+                .find(|l| l.split('\t').nth(1) == Some(path))
+                .unwrap_or_else(|| panic!("{path} not in the memo:\n{memo}"));
+            let bytes = std::fs::read(node.host_path(path)).expect("read");
+            let sum = sha256_hex(&bytes);
+            assert_eq!(line.split('\t').nth(2), Some(sum.as_str()), "{line}");
+            let meta = std::fs::metadata(node.host_path(path)).expect("meta");
+            use std::os::unix::fs::MetadataExt;
+            let id = format!("{}:{}:{}:", meta.dev(), meta.ino(), meta.size());
+            assert!(line.starts_with(&id), "identity {id} in {line}");
+        }
         let link =
             std::fs::read_link(node.host_path("/opt/kube/bin/flannel")).expect("flannel link");
         assert_eq!(link, Path::new("installer"));
@@ -370,4 +409,13 @@ fn clean_removes_what_setup_made_root() {
     for node in &lab.nodes {
         assert_eq!(recap_of(&text, &node.ip.to_string()).1, 0, "{text}");
     }
+}
+
+/// Lower-case hex sha256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -144,49 +144,66 @@ fi
 exit 0"#;
 
 /// Applies planned actions. Arguments are `ACTION INDEX PATH [EXTRA…]` groups, in order:
-/// `dir I P MODE OWNER`, `attrs I P MODE OWNER`, `tar - - -` (extract stdin at /),
-/// `place I P TMP MODE OWNER SHA256`, `link I P TARGET`, `rm I P`. Prints `ok I` or `err I MESSAGE`.
+/// `dir I P MODE OWNER`, `attrs I P MODE OWNER`, `tar - - -` (extract stdin at /, modes exact),
+/// `place I P TMP OWNER SHA256`, `link I P TARGET`, `rm I P`. Prints `ok I` or `err I MESSAGE`.
 /// Results are collected and printed at the end, after stdin has been consumed: output
 /// written while the upload is still streaming in is not reliably delivered by libssh2.
-const APPLY: &str = r#"tarok=1
-memo_add=
+///
+/// Every fork counts (a host runs this once per run, and a fork with an exec costs about a
+/// millisecond of CPU): no command substitution except for error messages, the uploaded files
+/// get their modes (and root ownership, when root extracts) from the tar headers, a placed file
+/// costs one `mv`, and the digest memo is appended with one `stat` for all of them.
+const APPLY: &str = r#"e=${TMPDIR:-/tmp}/.installer-apply-$$.err
+nl='
+'
+tarok=1
 res=
-ok() { res="${res}ok $1
-"; }
-fail() { res="${res}err $1 $(printf '%s' "$2" | tr '\n' ' ')
-"; }
+placed=
+sums=
+ok() { res="${res}ok $1$nl"; }
+fail() { res="${res}err $1 $(tr '\n' ' ' < "$e" 2>/dev/null)$nl"; }
 while [ $# -gt 0 ]; do
   a=$1; i=$2; p=$3; shift 3
   case $a in
     dir)
       m=$1; o=$2; shift 2
-      if out=$(mkdir -p -- "$p" 2>&1 && chmod "$m" -- "$p" 2>&1 && { [ -z "$o" ] || chown "$o" -- "$p" 2>&1; }); then ok "$i"; else fail "$i" "$out"; fi ;;
+      if { mkdir -m "$m" -- "$p" 2>/dev/null || { mkdir -p -- "$p" && chmod "$m" -- "$p"; }; } 2>"$e" \
+        && { [ -z "$o" ] || chown "$o" -- "$p" 2>"$e"; }; then ok "$i"; else fail "$i"; fi ;;
     attrs)
       m=$1; o=$2; shift 2
-      if out=$(chmod "$m" -- "$p" 2>&1 && { [ -z "$o" ] || chown "$o" -- "$p" 2>&1; }); then ok "$i"; else fail "$i" "$out"; fi ;;
+      if chmod "$m" -- "$p" 2>"$e" && { [ -z "$o" ] || chown "$o" -- "$p" 2>"$e"; }; then ok "$i"; else fail "$i"; fi ;;
     tar)
-      if ! out=$(tar -x -f - -C / 2>&1); then tarok=0; terr=$out; cat >/dev/null; fi ;;
+      if ! tar -x -p -f - -C / 2>"$e"; then tarok=0; terr=$(tr '\n' ' ' < "$e"); cat >/dev/null; fi ;;
     place)
-      t=$1; m=$2; o=$3; h=$4; shift 4
-      if [ $tarok = 0 ]; then rm -f -- "$t"; fail "$i" "upload failed: $terr"; continue; fi
-      if out=$(chmod "$m" -- "$t" 2>&1 && { [ -z "$o" ] || chown "$o" -- "$t" 2>&1; } && mv -f -- "$t" "$p" 2>&1); then
-        ok "$i"
-        id=$(stat -c '%d:%i:%s:%Y.%y' -- "$p" 2>/dev/null) && memo_add="$memo_add$id	$p	$h
-"
-      else rm -f -- "$t"; fail "$i" "$out"; fi ;;
+      t=$1; o=$2; h=$3; shift 3
+      if [ $tarok = 0 ]; then rm -f -- "$t"; res="${res}err $i upload failed: $terr$nl"; continue; fi
+      if { [ -z "$o" ] || chown "$o" -- "$t" 2>"$e"; } && mv -f -- "$t" "$p" 2>"$e"; then
+        ok "$i"; placed="$placed$p$nl"; sums="$sums$h$nl"
+      else rm -f -- "$t"; fail "$i"; fi ;;
     link)
       t=$1; shift
-      tmp="$(dirname -- "$p")/.$(basename -- "$p").installer-link-$$"
-      if out=$(ln -s -- "$t" "$tmp" 2>&1 && mv -Tf -- "$tmp" "$p" 2>&1); then ok "$i"; else rm -f -- "$tmp"; fail "$i" "$out"; fi ;;
+      tmp="${p%/*}/.${p##*/}.installer-link-$$"
+      if ln -s -- "$t" "$tmp" 2>"$e" && mv -Tf -- "$tmp" "$p" 2>"$e"; then ok "$i"; else rm -f -- "$tmp"; fail "$i"; fi ;;
     rm)
-      if out=$(rm -rf -- "$p" 2>&1); then ok "$i"; else fail "$i" "$out"; fi ;;
+      if rm -rf -- "$p" 2>"$e"; then ok "$i"; else fail "$i"; fi ;;
   esac
 done
-# Files just placed are memoised with the digest they were uploaded with (see FACTS).
-if [ -n "$memo_add" ]; then
-  mkdir -p /var/lib/installer 2>/dev/null
-  { cat /var/lib/installer/digests 2>/dev/null; printf '%s' "$memo_add"; } > /var/lib/installer/digests.$$ 2>/dev/null \
-    && mv -f /var/lib/installer/digests.$$ /var/lib/installer/digests 2>/dev/null || rm -f /var/lib/installer/digests.$$ 2>/dev/null
+rm -f -- "$e"
+# Files just placed are memoised with the digest they were uploaded with (see FACTS). Here the
+# memo is only appended to (FACTS rewrites it whole), and left alone if stat fails.
+if [ -n "$placed" ]; then
+  set --
+  while IFS= read -r q; do set -- "$@" "$q"; done <<EOF
+${placed%"$nl"}
+EOF
+  if ids=$(stat -c '%d:%i:%s:%Y.%y' -- "$@" 2>/dev/null); then
+    add=; ids=$ids$nl
+    for q in "$@"; do
+      add="$add${ids%%"$nl"*}	$q	${sums%%"$nl"*}$nl"; ids=${ids#*"$nl"}; sums=${sums#*"$nl"}
+    done
+    { [ -d /var/lib/installer ] || mkdir -p /var/lib/installer; } 2>/dev/null \
+      && printf '%s' "$add" >> /var/lib/installer/digests 2>/dev/null
+  fi
 fi
 printf '%s' "$res""#;
 
@@ -330,7 +347,6 @@ impl Remote {
                         .map(|b| b.to_string_lossy().into_owned())
                         .unwrap_or_default();
                     let tmp = format!("{}/.{base}.installer-{suffix}", dir.trim_end_matches('/'));
-                    let mode = attrs.mode.unwrap_or(0o644);
                     let detail = match fact {
                         Fact::Absent => format!("created ({size} bytes)"),
                         Fact::File(_, old) => format!(
@@ -342,13 +358,19 @@ impl Remote {
                     };
                     uploads.push((i, tmp.clone()));
                     pending.push((i, detail));
+                    // The mode comes from the tar header (extracted with -p), and so does
+                    // root ownership when root extracts: chown only for anything else.
+                    let owner = if self.extracts_as_root() && attrs.is_root_owned() {
+                        String::new()
+                    } else {
+                        attrs.chown_arg()
+                    };
                     args.extend([
                         "place".into(),
                         i.to_string(),
                         path.into(),
                         tmp,
-                        format!("{mode:o}"),
-                        attrs.chown_arg(),
+                        owner,
                         self_sha(item).to_string(),
                     ]);
                 }
@@ -496,6 +518,9 @@ impl Remote {
             source,
         };
         let (mut reader, writer) = std::io::pipe().map_err(|e| io("creating a pipe", e))?;
+        // A larger pipe buffer lets the producer and the channel writer hand over whole
+        // packets' worth at a time (best effort: the default 64 KiB works, only slower).
+        let _ = rustix::pipe::fcntl_setpipe_size(&writer, UPLOAD_PIPE_BYTES);
         std::thread::scope(|scope| {
             let producer = scope.spawn(move || write_tar(writer, items, uploads));
             let result = self.exec(APPLY, &argv, true, Input::Reader(&mut reader));
@@ -514,6 +539,16 @@ impl Remote {
     fn diff_mode(&self) -> bool {
         self.diff_enabled()
     }
+
+    /// Whether the apply script runs as root (the login user, or the become user), so that
+    /// `tar` gives extracted files the header's owner (uid and gid 0).
+    fn extracts_as_root(&self) -> bool {
+        let spec = self.spec();
+        match &spec.become_ {
+            Some(b) => b.user == "root",
+            None => spec.user == "root",
+        }
+    }
 }
 
 fn self_sha<'a>(item: &'a Desired<'_>) -> &'a str {
@@ -522,6 +557,9 @@ fn self_sha<'a>(item: &'a Desired<'_>) -> &'a str {
         _ => "",
     }
 }
+
+/// Pipe buffer between the tar producer and the SSH channel (the kernel's default maximum).
+const UPLOAD_PIPE_BYTES: usize = 1 << 20;
 
 /// Write a tar stream with each upload's content under its remote temporary path.
 fn write_tar(

@@ -220,6 +220,12 @@ impl Attrs {
             ..Default::default()
         }
     }
+    /// Whether the wanted owner and group are root's (or not set).
+    pub(super) fn is_root_owned(&self) -> bool {
+        let root = |name: &Option<String>| name.as_deref().is_none_or(|n| n == "root" || n == "0");
+        root(&self.owner) && root(&self.group)
+    }
+
     pub(super) fn chown_arg(&self) -> String {
         match (&self.owner, &self.group) {
             (Some(o), Some(g)) => format!("{o}:{g}"),
