@@ -1077,3 +1077,95 @@ fn converge_reports_each_failure_with_the_commands_message_root() {
         .collect();
     assert!(stray.is_empty(), "left behind: {stray:?}");
 }
+
+#[test]
+fn converge_reads_every_kind_of_path_in_one_facts_query_root() {
+    require_sshd!();
+    let sshd = Sshd::start();
+    let r = remote(&sshd, false, false);
+    let p = |name: &str| sshd.path(name).to_str().unwrap().to_string();
+    let (empty, link, fifo, dir, absent, spaced) = (
+        p("empty"),
+        p("link"),
+        p("fifo"),
+        p("dir"),
+        p("absent"),
+        p("a name with spaces | and a bar"),
+    );
+    std::fs::write(&empty, b"").unwrap();
+    std::os::unix::fs::symlink("target", &link).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+    std::fs::write(&spaced, b"data").unwrap();
+    std::fs::set_permissions(&spaced, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let file_attrs = Attrs::mode(0o644);
+    let data_sum = "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7";
+    let empty_sum = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let items = [
+        Desired::File {
+            path: &empty,
+            content: Content::Bytes(b""),
+            sha256: empty_sum,
+            size: 0,
+            attrs: &file_attrs,
+        },
+        Desired::Link {
+            path: &link,
+            target: "target",
+        },
+        Desired::File {
+            path: &fifo,
+            content: Content::Bytes(b"x"),
+            sha256: data_sum,
+            size: 1,
+            attrs: &file_attrs,
+        },
+        Desired::Dir {
+            path: &dir,
+            mode: 0o750,
+        },
+        Desired::Absent { path: &absent },
+        Desired::File {
+            path: &spaced,
+            content: Content::Bytes(b"data"),
+            sha256: data_sum,
+            size: 4,
+            attrs: &file_attrs,
+        },
+    ];
+    let paths: Vec<&str> = items.iter().map(|i| i.path()).collect();
+    let facts = r.facts(&paths).expect("facts");
+    assert!(!facts.machine.is_empty());
+    assert_eq!(
+        (0..6).map(|i| facts.exists(i)).collect::<Vec<_>>(),
+        [true, true, true, true, false, true]
+    );
+    let results = r.converge(&items, &facts);
+    let status: Vec<(OpStatus, &str)> = results
+        .iter()
+        .map(|x| (x.status, x.detail.as_str()))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            (OpStatus::Ok, "sha256 e3b0c44298fc"),
+            (OpStatus::Ok, "-> target"),
+            (
+                OpStatus::Failed,
+                "exists but is not a regular file; remove it first"
+            ),
+            (OpStatus::Ok, "exists"),
+            (OpStatus::Ok, "already absent"),
+            (OpStatus::Ok, "sha256 3a6eb0790f39"),
+        ],
+        "{results:?}"
+    );
+}

@@ -107,37 +107,50 @@ pub const NODE_DIGEST_MEMO: &str = "/var/lib/installer/digests";
 /// (device, inode, size, modification time to the nanosecond) is the one recorded there, else
 /// from `sha256sum`; a file modified less than two seconds ago is not memoised (its timestamp
 /// could still be shared by a later write). With `rw` the memo is rewritten when it changed.
+///
+/// One `stat` answers for every path (name line, then facts line; missing paths print
+/// nothing), so an unchanged host costs three processes (`uname`, `stat`, and the shell)
+/// whatever the number of paths.
 const FACTS: &str = r#"mode=$1; shift
 uname -m
 memo=/var/lib/installer/digests
 nl='
 '
-old=$(cat "$memo" 2>/dev/null) || old=
-known="$nl$old$nl"
-now=$(date +%s)
+old=
+if [ -f "$memo" ]; then
+  while IFS= read -r l || [ -n "$l" ]; do old="$old$l$nl"; done 2>/dev/null < "$memo"
+fi
+known="$nl$old"
+now=
 out=
+st=$(stat --printf '%n\n%F|%a %u %g %U %G|%d:%i:%s:%Y.%y\n' -- "$@" 2>/dev/null)$nl
 for p in "$@"; do
-  if [ -L "$p" ]; then printf 'L\t%s\n' "$(readlink -- "$p")"
-  elif [ -d "$p" ]; then printf 'D\t%s\n' "$(stat -c '%a %u %g %U %G' -- "$p")"
-  elif [ -f "$p" ]; then
-    st=$(stat -c '%a %u %g %U %G|%d:%i:%s:%Y.%y' -- "$p") || st='|'
-    a=${st%%|*}; id=${st#*|}
-    rest=${known#*"$nl$id	$p	"}
-    if [ -n "$id" ] && [ "$rest" != "$known" ]; then
-      s=${rest%%"$nl"*}; out="$out$id	$p	$s$nl"
-    else
-      s=$(sha256sum < "$p") && s=${s%% *} || s=unreadable
-      t=${id#*:*:*:}; t=${t%%.*}
-      if [ "$s" != unreadable ] && [ -n "$t" ] && [ "$t" -lt $((now - 1)) ] 2>/dev/null; then
-        out="$out$id	$p	$s$nl"
+  if [ "${st%%"$nl"*}" = "$p" ]; then
+    st=${st#*"$nl"}; f=${st%%"$nl"*}; st=${st#*"$nl"}
+  elif [ -e "$p" ] || [ -L "$p" ]; then f=other
+  else f=; fi
+  case $f in
+    '') echo A ;;
+    'symbolic link|'*) printf 'L\t%s\n' "$(readlink -- "$p")" ;;
+    'directory|'*) a=${f#*|}; printf 'D\t%s\n' "${a%%|*}" ;;
+    'regular file|'*|'regular empty file|'*)
+      a=${f#*|}; id=${a#*|}; a=${a%%|*}
+      rest=${known#*"$nl$id	$p	"}
+      if [ "$rest" != "$known" ]; then
+        s=${rest%%"$nl"*}; out="$out$id	$p	$s$nl"
+      else
+        s=$(sha256sum < "$p") && s=${s%% *} || s=unreadable
+        [ -n "$now" ] || now=$(date +%s)
+        t=${id#*:*:*:}; t=${t%%.*}
+        if [ "$s" != unreadable ] && [ -n "$t" ] && [ "$t" -lt $((now - 1)) ] 2>/dev/null; then
+          out="$out$id	$p	$s$nl"
+        fi
       fi
-    fi
-    printf 'F\t%s\t%s\n' "$a" "$s"
-  elif [ -e "$p" ]; then echo O
-  else echo A
-  fi
+      printf 'F\t%s\t%s\n' "$a" "$s" ;;
+    *) echo O ;;
+  esac
 done
-if [ "$mode" = rw ] && [ "$out" != "$old$nl" ] && [ -n "$out" ]; then
+if [ "$mode" = rw ] && [ "$out" != "$old" ] && [ -n "$out" ]; then
   mkdir -p /var/lib/installer 2>/dev/null && printf '%s' "$out" > "$memo.$$" 2>/dev/null \
     && mv -f "$memo.$$" "$memo" 2>/dev/null || rm -f "$memo.$$" 2>/dev/null
 fi
