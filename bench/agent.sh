@@ -17,5 +17,5 @@ bin="$(mktemp -d)/installer"
 cp "$target/$profile/installer" "$bin"
 cp "$target/$profile/installer-node" "$(dirname "$bin")/installer-node"
 trap 'rm -rf "$(dirname "$bin")"' EXIT
-INSTALLER_TEST_BIN="$bin" cargo test --test agent_lab_root -- --ignored --nocapture agent_bench_root 2>&1 \
+INSTALLER_TEST_NODE_BIN="$(dirname "$bin")/installer-node" cargo test --test agent_lab_root -- --ignored --nocapture agent_bench_root 2>&1 \
   | grep -E '^agent bench|^  |test result'

@@ -21,8 +21,8 @@ const PEER_MAC: &str = "ae:3f:01:22:b4:c5";
 /// The installer binary under test, copied into the lab's state directory (see
 /// agent_lab_root.rs for why); None when it is not this tree's installer.
 fn agent_bin(lab: &Lab) -> Option<PathBuf> {
-    let src = std::env::var("INSTALLER_TEST_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_installer").into());
+    let src = std::env::var("INSTALLER_TEST_NODE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_installer-node").into());
     let dst = lab.state_dir.join("installer-under-test");
     std::fs::copy(&src, &dst).ok()?;
     let ours = Command::new(&dst)

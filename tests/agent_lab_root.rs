@@ -19,13 +19,13 @@ const HEALTHZ_PORT: u16 = 9402;
 // ---------------------------------------------------------------------------------------------
 // harness
 
-/// The installer binary under test (`INSTALLER_TEST_BIN`, else the one cargo built), copied into
-/// the lab's state directory so builds of other trees sharing the target directory cannot replace
-/// it mid-test and the copy goes away with the lab; None (with a notice) when it is not this
-/// tree's installer.
+/// The node binary under test (`INSTALLER_TEST_NODE_BIN`, else the installer-node cargo built:
+/// what setup pushes to nodes), copied into the lab's state directory so builds of other trees
+/// sharing the target directory cannot replace it mid-test and the copy goes away with the lab;
+/// None (with a notice) when it is not this tree's node binary.
 fn agent_bin(lab: &Lab) -> Option<PathBuf> {
-    let src = std::env::var("INSTALLER_TEST_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_installer").into());
+    let src = std::env::var("INSTALLER_TEST_NODE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_installer-node").into());
     let dst = lab.state_dir.join("installer-under-test");
     std::fs::copy(&src, &dst).ok()?;
     let ours = Command::new(&dst)
@@ -33,7 +33,7 @@ fn agent_bin(lab: &Lab) -> Option<PathBuf> {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--iface-regex"));
     if !ours {
-        eprintln!("{src} is not this tree's installer (shared target dir?)");
+        eprintln!("{src} is not this tree's node binary (shared target dir?)");
         return None;
     }
     Some(dst)
@@ -1306,7 +1306,7 @@ fn memory_breakdown(pid: u32, bin: &Path) -> String {
 
 /// Agent figures: peak RSS, start → subnet.env, and start of a joining node → its route on
 /// every peer (p50/p99 over joins). `cargo test --test agent_lab_root -- --ignored --nocapture`
-/// (set INSTALLER_TEST_BIN to a release build for release figures).
+/// (set INSTALLER_TEST_NODE_BIN to a release build for release figures).
 #[test]
 #[ignore]
 fn agent_bench_root() {

@@ -1,5 +1,6 @@
 //! One test per cluster validation error: each names the variable, its value and where it
-//! was set, and the command exits non-zero without printing any output file.
+//! was set, and the command exits non-zero without printing any output file. Also: the node
+//! build (installer-node) offers exactly the node commands.
 
 mod common;
 use common::*;
@@ -286,4 +287,37 @@ fn files_only_needs_no_kubeconfig() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(!err.contains("kubeconfig"), "{err}");
+}
+
+#[test]
+fn node_build_has_the_node_commands_only() {
+    let node = || assert_cmd::Command::new(env!("CARGO_BIN_EXE_installer-node"));
+    let help = node().arg("--help").assert().success();
+    let text = String::from_utf8_lossy(&help.get_output().stdout).into_owned();
+    assert!(text.contains("agent"), "{text}");
+    for deploy in ["setup", "render", "inventory", "lab"] {
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with(deploy)),
+            "the node build must not offer `{deploy}`:\n{text}"
+        );
+    }
+    node()
+        .args(["setup", "flannel"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("unrecognized subcommand 'setup'"));
+    // What nodes run: the agent, verify's probes, the service helpers.
+    for cmd in [
+        &["agent", "--help"][..],
+        &["verify", "probe", "--help"],
+        &["supervise", "--help"],
+        &["probe-http", "--help"],
+    ] {
+        node().args(cmd).assert().success();
+    }
+    // The full build has the same node subcommands.
+    installer()
+        .args(["verify", "probe", "--help"])
+        .assert()
+        .success();
 }
