@@ -3,7 +3,7 @@
 #   sudo bench/all.sh              # 3, 10 and 30 lab nodes; 5 runs against Ansible
 #   sudo QUICK=1 bench/all.sh      # 3 nodes, 1 run each: checks that everything works (minutes)
 # It installs what it needs (scripts/install-deps --lab; ansible-core in bench/.venv via
-# vs-ansible.sh), builds the release binary, runs each bench script in turn on an otherwise idle
+# vs-ansible.sh), builds the release binaries (installer, installer-node), runs each bench script in turn on an otherwise idle
 # machine, and writes every output plus the machine's description to bench/.work/all/ and the
 # summary to bench/.work/all/summary.md.
 set -euo pipefail
@@ -24,7 +24,7 @@ if [ -n "${QUICK:-}" ]; then sizes="3" runs=1; else sizes="3 10 30" runs=5; fi
   echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
   echo "kernel: $(uname -r); $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "node binary: $(stat -c %s "$bin") bytes (release, stripped)"
+  echo "installer: $(stat -c %s "$bin") bytes; node binary (installer-node): $(stat -c %s "${bin}-node") bytes (release, stripped)"
 } | tee "$out/machine.txt" bench/.machine.txt
 
 step() {
