@@ -172,6 +172,41 @@ fn first_run_changes_everything_second_changes_nothing_and_drift_is_repaired_roo
         out.contains("/opt/kube/bin/bridge | changed: updated"),
         "{out}"
     );
+    // The memo is what answers: among stale lines for the same paths (other identities), the
+    // line with the file's identity is found, and its digest believed (here a wrong one, so
+    // the file is uploaded again).
+    let n3 = &lab.nodes[2];
+    let memo_path = n3.host_path("/var/lib/installer/digests");
+    let memo = std::fs::read_to_string(&memo_path).expect("memo");
+    let stale: String = memo
+        .lines()
+        .map(|l| {
+            format!(
+                "1:2:3:4.stale\t{}\n",
+                l.split('\t').skip(1).collect::<Vec<_>>().join("\t")
+            )
+        })
+        .collect();
+    let zero = "0".repeat(64);
+    let lied: String = memo
+        .lines()
+        .map(|l| {
+            if l.contains("\t/opt/kube/bin/portmap\t") {
+                let id_path: Vec<&str> = l.split('\t').take(2).collect();
+                format!("{}\t{zero}\n", id_path.join("\t"))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&memo_path, format!("{stale}{lied}{stale}")).expect("write memo");
+    let (code, out, err) = setup(&lab, cache.path(), &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(recap_of(&out, &n3.ip.to_string()).1, 1, "{out}");
+    assert!(
+        out.contains("/opt/kube/bin/portmap | changed: updated (sha256 000000000000 -> "),
+        "{out}"
+    );
 }
 
 #[test]

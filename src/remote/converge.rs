@@ -110,17 +110,21 @@ pub const NODE_DIGEST_MEMO: &str = "/var/lib/installer/digests";
 ///
 /// One `stat` answers for every path (name line, then facts line; missing paths print
 /// nothing), so an unchanged host costs three processes (`uname`, `stat`, and the shell)
-/// whatever the number of paths.
+/// whatever the number of paths. The memo is read into numbered variables and searched by
+/// exact comparison: a `${memo#*KEY}` search is quadratic in dash and took 60 ms on a memo of
+/// 18 lines.
 const FACTS: &str = r#"mode=$1; shift
 uname -m
 memo=/var/lib/installer/digests
 nl='
 '
 old=
+n=0
 if [ -f "$memo" ]; then
-  while IFS= read -r l || [ -n "$l" ]; do old="$old$l$nl"; done 2>/dev/null < "$memo"
+  while IFS= read -r l || [ -n "$l" ]; do
+    old="$old$l$nl"; n=$((n + 1)); eval "mk_$n=\${l%	*}; ms_$n=\${l##*	}"
+  done 2>/dev/null < "$memo"
 fi
-known="$nl$old"
 now=
 out=
 st=$(stat --printf '%n\n%F|%a %u %g %U %G|%d:%i:%s:%Y.%y\n' -- "$@" 2>/dev/null)$nl
@@ -135,9 +139,13 @@ for p in "$@"; do
     'directory|'*) a=${f#*|}; printf 'D\t%s\n' "${a%%|*}" ;;
     'regular file|'*|'regular empty file|'*)
       a=${f#*|}; id=${a#*|}; a=${a%%|*}
-      rest=${known#*"$nl$id	$p	"}
-      if [ "$rest" != "$known" ]; then
-        s=${rest%%"$nl"*}; out="$out$id	$p	$s$nl"
+      key="$id	$p"; s=; k=1
+      while [ $k -le $n ]; do
+        eval "[ \"\$mk_$k\" = \"\$key\" ]" && { eval "s=\$ms_$k"; break; }
+        k=$((k + 1))
+      done
+      if [ -n "$s" ]; then
+        out="$out$key	$s$nl"
       else
         s=$(sha256sum < "$p") && s=${s%% *} || s=unreadable
         [ -n "$now" ] || now=$(date +%s)
