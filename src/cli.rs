@@ -161,6 +161,11 @@ pub fn main() -> ExitCode {
         Command::ProbeHttp(args) => crate::supervise::probe_http(args),
         Command::Agent(args) => crate::agent::run(*args),
     };
+    exit_code(result)
+}
+
+/// A command's exit code; an error is printed with its whole context chain and exits 1.
+pub fn exit_code(result: Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {

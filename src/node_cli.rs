@@ -64,11 +64,5 @@ pub fn main() -> ExitCode {
             command: NodeVerifyCommand::Probe(args),
         }) => crate::verify::node::run(args),
     };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::cli::exit_code(result)
 }
