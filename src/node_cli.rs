@@ -2,9 +2,9 @@
 //!
 //! `installer setup` pushes this build to every node as `/opt/kube/bin/installer`. It holds the
 //! agent, the CNI plugin (when run as `flannel`), the helpers the service scripts call and the
-//! node side of `verify ping-mesh`, and none of the deploy side (SSH, templates, inventory, downloads), so it is smaller to
-//! upload and the long-running agent maps fewer pages. The full `installer` has the same
-//! subcommands with the same arguments.
+//! node side of `verify ping-mesh`, and none of the deploy side (SSH, templates, inventory,
+//! downloads), so it is smaller to upload and the long-running agent maps fewer pages. The
+//! full `installer` has the same subcommands with the same arguments.
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;

@@ -595,8 +595,6 @@ fn apply_plan(
     Ok(())
 }
 
-/// Load an image tarball into the node's container runtime (containerd's k8s.io namespace, else
-/// docker). A failed load removes the tarball, so the next run pushes and loads it again.
 /// The binary pushed to nodes when `--node-binary` is not given: the node build
 /// ([`crate::node_cli::NODE_BINARY_NAME`]) next to this binary when it is there, else this
 /// binary (which has every node subcommand too, only more besides).
@@ -606,6 +604,8 @@ fn default_node_binary() -> Result<PathBuf> {
     Ok(if slim.is_file() { slim } else { me })
 }
 
+/// Load an image tarball into the node's container runtime (containerd's k8s.io namespace, else
+/// docker). A failed load removes the tarball, so the next run pushes and loads it again.
 const LOAD_IMAGE_SCRIPT: &str = r#"f="$1"
 PATH="$PATH:/opt/kube/bin:/usr/local/bin"
 if command -v ctr >/dev/null 2>&1; then ctr -n=k8s.io images import "$f" || { rm -f "$f"; exit 1; }

@@ -2,8 +2,9 @@
 //!
 //! `installer lab up` makes N nodes (default 3), each a network namespace on a private bridge
 //! with its own sshd, hostname and view of `/opt/kube`, `/opt/cni`, `/etc/cni`,
-//! `/etc/kube-flannel`, `/run/flannel`, `/var/lib/cni`, `/var/lib/installer`, `/var/log/installer`,
-//! `/etc/systemd/system`, `/run/netns` and `/root` (seeded with Debian's start-up files); an etcd member on the first node; an HTTP artifact
+//! `/etc/kube-flannel`, `/run/flannel`, `/var/lib/cni`, `/var/lib/installer`,
+//! `/var/log/installer`, `/etc/systemd/system`, `/run/netns` and `/root` (seeded with Debian's
+//! start-up files); an etcd member on the first node; an HTTP artifact
 //! mirror on the deploy side serving a CNI plugins tarball built from Debian's
 //! containernetworking-plugins; a key pair, known_hosts and a kubeasz-format inventory. `lab down`
 //! removes all of it, also after a crash. Several labs with different names coexist.

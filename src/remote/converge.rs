@@ -171,10 +171,11 @@ exit 0"#;
 /// written while the upload is still streaming in is not reliably delivered by libssh2.
 ///
 /// Every fork counts (a host runs this once per run, and a fork with an exec costs about a
-/// millisecond of CPU): no command substitution except for error messages, the uploaded files
+/// millisecond of CPU): no command substitution except for error messages and the one
+/// `mktemp` that holds them (a private file, not a guessable name in /tmp), the uploaded files
 /// get their modes (and root ownership, when root extracts) from the tar headers, a placed file
 /// costs one `mv`, and the digest memo is appended with one `stat` for all of them.
-const APPLY: &str = r#"e=${TMPDIR:-/tmp}/.installer-apply-$$.err
+const APPLY: &str = r#"e=$(mktemp 2>/dev/null) || e=/dev/null
 nl='
 '
 tarok=1
@@ -209,7 +210,7 @@ while [ $# -gt 0 ]; do
       if rm -rf -- "$p" 2>"$e"; then ok "$i"; else fail "$i"; fi ;;
   esac
 done
-rm -f -- "$e"
+[ "$e" = /dev/null ] || rm -f -- "$e"
 # Files just placed are memoised with the digest they were uploaded with (see FACTS). Here the
 # memo is only appended to (FACTS rewrites it whole), and left alone if stat fails.
 if [ -n "$placed" ]; then

@@ -216,17 +216,9 @@ fn prefer_hardware_ciphers(sess: &Session) {
         let Ok(supported) = sess.supported_algs(method) else {
             continue;
         };
-        let mut prefs: Vec<&str> = FAST_CIPHERS
-            .iter()
-            .copied()
-            .filter(|c| supported.contains(c))
-            .collect();
-        let rest: Vec<&str> = supported
-            .iter()
-            .copied()
-            .filter(|c| !FAST_CIPHERS.contains(c))
-            .collect();
-        prefs.extend(rest);
+        let fast = FAST_CIPHERS.iter().filter(|c| supported.contains(c));
+        let rest = supported.iter().filter(|c| !FAST_CIPHERS.contains(c));
+        let prefs: Vec<&str> = fast.chain(rest).copied().collect();
         // Best effort: if libssh2 rejects the list it keeps its default order.
         let _ = sess.method_pref(method, &prefs.join(","));
     }
